@@ -1,0 +1,142 @@
+"""Composition root: the only place that sets library globals and wires the node.
+
+``build_node(config)`` returns a :class:`Node` whose ``start()`` listens (on port 0 the
+OS picks one; ``node.port`` tells which) and whose ``stop()`` drains gracefully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+
+from node.access import AccessPolicy
+from node.config import NodeConfig
+from node.errors import ConfigError
+from node.services.associations import AssociationRegistry
+from node.services.contexts import storage_contexts, verification_context
+from node.services.echo import handle_echo
+from node.services.inflight import InFlight
+from node.services.store import StoreService
+from node.services.tls import server_context
+from node.storage.archive import Archive
+from node.storage.database import open_database
+from node.storage.files import FileStore
+
+log = logging.getLogger("node")
+
+
+def configure_libraries(config: NodeConfig) -> None:
+    """Set logging and library globals once, from the composition root only."""
+    # pynetdicom logs whole identifiers (patient names) at INFO by default.
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    root = logging.getLogger()
+    if not any(getattr(h, "_dicom_node", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._dicom_node = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("node").setLevel(config.logging.level)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _set_nodelay(event: Any) -> None:
+    """Disable Nagle on accepted sockets: each C-STORE response must leave at once."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass
+class Node:
+    config: NodeConfig
+    archive: Archive
+    registry: AssociationRegistry
+    store: StoreService
+    inflight: InFlight
+    ae: Any
+    server: Any = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        """Listen for associations (non-blocking)."""
+        cfg = self.config.node
+        handlers = [
+            (evt.EVT_CONN_OPEN, _set_nodelay),
+            *self.registry.handlers(),
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_C_STORE, self.store.handle),
+        ]
+        ssl_context = server_context(self.config.tls) if self.config.tls else None
+        try:
+            self.server = self.ae.start_server(
+                (cfg.host, cfg.port), block=False, ssl_context=ssl_context, evt_handlers=handlers
+            )
+        except OSError as exc:
+            problem = f"node.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+            raise ConfigError(self.config.source, [problem]) from exc
+        log.info(
+            "%s listening on %s:%d%s",
+            cfg.ae_title,
+            cfg.host,
+            self.port,
+            " (TLS)" if ssl_context else "",
+        )
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let associations and in-flight stores finish, then abort."""
+        if self.server is None or self.stopped.is_set():
+            return
+        grace = self.config.node.shutdown_grace if grace is None else grace
+        deadline = time.monotonic() + grace
+        self.server.shutdown()  # no new associations from here on
+        while self.ae.active_associations and time.monotonic() < deadline:
+            # Wait on the association threads rather than sleeping blindly.
+            for assoc in list(self.ae.active_associations):
+                assoc.join(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+        self.inflight.wait_idle(max(0.0, deadline - time.monotonic()) + 5.0)
+        for assoc in list(self.ae.active_associations):
+            assoc.abort()
+        self.archive.engine.dispose()
+        self.stopped.set()
+        log.info("%s stopped", self.config.node.ae_title)
+
+
+def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
+    """Wire a node from its configuration; ``files`` lets tests inject a storage layer."""
+    files = files or FileStore(config.storage.archive, fsync=config.storage.fsync)
+    removed = files.prepare()
+    if removed:
+        log.warning("removed %d temporary files left by an interrupted write", removed)
+    archive = Archive(files, open_database(config.storage.database))
+    registry = AssociationRegistry(AccessPolicy(config), archive)
+    inflight = InFlight()
+    store = StoreService(archive, registry, inflight)
+
+    ae = AE(ae_title=config.node.ae_title)
+    cfg = config.node
+    ae.maximum_associations = cfg.max_associations
+    ae.maximum_pdu_size = cfg.max_pdu
+    ae.network_timeout = cfg.network_timeout
+    ae.acse_timeout = cfg.acse_timeout
+    ae.dimse_timeout = cfg.dimse_timeout
+    # Access control is ours (node.access): pynetdicom's own checks stay off.
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    contexts = [verification_context(), *storage_contexts()]
+    ae.supported_contexts = contexts
+    return Node(config, archive, registry, store, inflight, ae)

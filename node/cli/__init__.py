@@ -1,0 +1,1 @@
+"""The ``dicom-node`` command line."""

@@ -1,0 +1,56 @@
+"""Commands ``serve`` and ``echo``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, load
+from node.errors import UsageError
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the node until SIGINT/SIGTERM")
+    add_config_option(serve)
+    serve.set_defaults(func=run_serve)
+
+    echo = sub.add_parser("echo", help="C-ECHO a configured peer, partner or source")
+    add_config_option(echo)
+    echo.add_argument("peer", metavar="PEER", help="name or AE title of a partner or source")
+    echo.set_defaults(func=run_echo)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from node.app import build_node, configure_libraries
+
+    config = load(args)
+    configure_libraries(config)
+    node = build_node(config)
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    node.start()
+    # Readiness line for supervisors and tests: the port is known only now.
+    print(f"ready {config.node.ae_title} port {node.port}", flush=True)
+    stop.wait()
+    node.stop()
+    return EXIT_OK
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    from node.scu.associate import echo
+
+    config = load(args)
+    remote = config.remote(args.peer)
+    if remote is None:
+        raise UsageError(f"no partner or source named {args.peer!r} in {config.source}")
+    ok, message = echo(config, remote)
+    print(message)
+    return EXIT_OK if ok else EXIT_FAILED

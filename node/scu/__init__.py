@@ -1,0 +1,1 @@
+"""Outbound associations (SCU side)."""

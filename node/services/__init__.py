@@ -1,0 +1,1 @@
+"""DICOM services: thin pynetdicom handlers that translate events to domain calls."""

@@ -1,0 +1,155 @@
+"""Association bookkeeping: access control at A-ASSOCIATE, custody records, one log line.
+
+The access decision itself is domain code (:mod:`node.access`); this module only plugs it
+into pynetdicom's acceptor negotiation and records the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.acse import ACSE
+
+from node.access import AccessPolicy, Rejection
+from node.config import Role
+from node.storage.archive import Archive
+from node.storage.audit import AuditEvent
+
+log = logging.getLogger("node.association")
+
+# A-ASSOCIATE-RJ result 1 (rejected-permanent), source 1 (DICOM UL service-user).
+_REJECTED_PERMANENT = 0x01
+_SOURCE_SERVICE_USER = 0x01
+
+
+@dataclass
+class AssociationInfo:
+    """What we know of one accepted association."""
+
+    id: str
+    calling_ae: str
+    address: str
+    roles: frozenset[Role]
+    started: float = field(default_factory=time.monotonic)
+    stored: int = 0
+    duplicates: int = 0
+    failures: int = 0
+
+    @property
+    def peer(self) -> str:
+        return f"{self.calling_ae}@{self.address}"
+
+
+class _PolicyACSE(ACSE):
+    """pynetdicom's ACSE with our access decision before its own negotiation."""
+
+    def __init__(self, assoc: Any, registry: AssociationRegistry) -> None:
+        super().__init__(assoc)
+        self._registry = registry
+
+    def _negotiate_as_acceptor(self) -> None:
+        request = self.requestor.primitive
+        assert request is not None  # set by pynetdicom before negotiation starts
+        calling = str(request.calling_ae_title).strip()
+        called = str(request.called_ae_title).strip()
+        address = str(self.assoc.requestor.address)
+        rejection = self._registry.policy.check(calling, called, address)
+        if rejection is None:
+            super()._negotiate_as_acceptor()
+            return
+        self.requestor.ae_title = calling
+        self._registry.rejected(calling, called, address, rejection)
+        self.send_reject(_REJECTED_PERMANENT, _SOURCE_SERVICE_USER, int(rejection.reason))
+        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+        self.assoc.kill()
+
+
+class AssociationRegistry:
+    """Tracks accepted associations and records their custody events."""
+
+    def __init__(self, policy: AccessPolicy, archive: Archive) -> None:
+        self.policy = policy
+        self.archive = archive
+        self._infos: weakref.WeakKeyDictionary[Any, AssociationInfo] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_CONN_OPEN, self._on_conn_open),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_RELEASED, self._on_ended),
+            (evt.EVT_ABORTED, self._on_ended),
+        ]
+
+    def info(self, assoc: Any) -> AssociationInfo:
+        with self._lock:
+            found = self._infos.get(assoc)
+        if found is None:  # accepted before our handler ran: should not happen
+            found = self._register(assoc)
+        return found
+
+    def active(self) -> list[AssociationInfo]:
+        with self._lock:
+            return list(self._infos.values())
+
+    def rejected(self, calling: str, called: str, address: str, rejection: Rejection) -> None:
+        log.warning("association rejected from %s@%s: %s", calling, address, rejection.message)
+        self.archive.record(
+            AuditEvent.ASSOCIATION_REJECTED,
+            calling_ae=calling,
+            called_ae=called,
+            peer_address=address,
+            reason=rejection.reason.name.lower().replace("_", "-"),
+            message=rejection.message,
+        )
+
+    def _on_conn_open(self, event: Any) -> None:
+        if event.assoc.is_acceptor:
+            event.assoc.acse = _PolicyACSE(event.assoc, self)
+
+    def _register(self, assoc: Any) -> AssociationInfo:
+        calling = str(assoc.requestor.ae_title).strip()
+        info = AssociationInfo(
+            id=uuid.uuid4().hex,
+            calling_ae=calling,
+            address=str(assoc.requestor.address),
+            roles=self.policy.roles(calling),
+        )
+        with self._lock:
+            self._infos[assoc] = info
+        return info
+
+    def _on_accepted(self, event: Any) -> None:
+        if not event.assoc.is_acceptor:
+            return
+        info = self._register(event.assoc)
+        self.archive.record(
+            AuditEvent.ASSOCIATION_ACCEPTED,
+            association_id=info.id,
+            calling_ae=info.calling_ae,
+            peer_address=info.address,
+        )
+
+    def _on_ended(self, event: Any) -> None:
+        with self._lock:
+            info = self._infos.pop(event.assoc, None)
+        if info is None:
+            return
+        how = "released" if event.event is evt.EVT_RELEASED else "aborted"
+        log.info(
+            "association %s from %s %s after %.1fs: %d stored, %d duplicates, %d failed",
+            info.id[:8],
+            info.peer,
+            how,
+            time.monotonic() - info.started,
+            info.stored,
+            info.duplicates,
+            info.failures,
+        )

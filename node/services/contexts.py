@@ -1,0 +1,68 @@
+"""The presentation contexts the node accepts: one table, also used for the README's
+conformance statement (``scripts/conformance.py``), so the two cannot disagree."""
+
+from __future__ import annotations
+
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    MPEG2MPML,
+    MPEG4HP41,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AllStoragePresentationContexts
+from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+# JPEG Lossless, Non-Hierarchical (Process 14), PS3.5 A.4.1, not in pydicom's names.
+JPEG_LOSSLESS_P14 = UID("1.2.840.10008.1.2.4.57")
+
+# Accepted for storage, in the order we prefer when a peer offers several in one context.
+# Objects are stored in the syntax they arrive in; nothing is transcoded.
+STORAGE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEG_LOSSLESS_P14,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    HTJ2K,
+    RLELossless,
+    MPEG2MPML,
+    MPEG4HP41,
+)
+
+VERIFICATION_TRANSFER_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def storage_sop_classes() -> list[UID]:
+    """Every storage SOP class pynetdicom knows (PS3.4 Annex B)."""
+    return [UID(str(cx.abstract_syntax)) for cx in AllStoragePresentationContexts]
+
+
+def verification_context() -> PresentationContext:
+    return build_context(Verification, list(VERIFICATION_TRANSFER_SYNTAXES))
+
+
+def storage_contexts() -> list[PresentationContext]:
+    """The Storage SCP contexts: each storage SOP class with every accepted syntax."""
+    return [build_context(uid, list(STORAGE_TRANSFER_SYNTAXES)) for uid in storage_sop_classes()]

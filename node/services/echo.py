@@ -1,0 +1,11 @@
+"""Verification SCP (PS3.4 Annex A): C-ECHO always succeeds once associated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.services.status import Status
+
+
+def handle_echo(_event: Any) -> int:
+    return int(Status.SUCCESS)

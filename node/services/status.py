@@ -1,0 +1,24 @@
+"""Named DIMSE status codes (PS3.7 Annex C, PS3.4 B.2.3). No bare hex elsewhere."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.IntEnum):
+    """Statuses the node answers with; names start with their category."""
+
+    SUCCESS = 0x0000
+    # Storage (PS3.4 Table B.2-1) and general (PS3.7 C.4) statuses.
+    WARNING_COERCION_OF_DATA_ELEMENTS = 0xB000
+    FAILURE_REFUSED_NOT_AUTHORIZED = 0x0124
+    FAILURE_OUT_OF_RESOURCES = 0xA700
+    FAILURE_DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    FAILURE_CANNOT_UNDERSTAND = 0xC000
+    FAILURE_PROCESSING = 0x0110
+
+
+# A duplicate SOP Instance UID with different bytes: the first copy is kept, so what
+# the archive holds differs from what the peer sent. No storage warning names this
+# case; B000 (coercion) is the closest meaning and every SCU treats it as a warning.
+DUPLICATE_CONFLICT_STATUS = Status.WARNING_COERCION_OF_DATA_ELEMENTS

@@ -1,0 +1,1 @@
+"""Durable storage: the archive files, the index and the audit log."""

@@ -1,0 +1,254 @@
+"""Store a received instance durably, index it and record its custody: one use case.
+
+Order of work (PRODUCT.md "Nothing acknowledged is lost"): hash; write the Part 10
+file to a temporary name, fsync, link to the final name, fsync the folder; then, in one
+database transaction, the index rows and the audit record. Only after that commit does
+the caller answer Success.
+
+Duplicate policy (same SOP Instance UID received again):
+- identical bytes: nothing is written, the result is ``DUPLICATE_IDENTICAL`` (Success);
+- different bytes: the first copy stays the archived one; the second is kept aside
+  under ``.quarantine/<uid>/<sha256>.dcm``, listed in the ``duplicates`` table and the
+  audit log, and the result is ``DUPLICATE_CONFLICT`` (answered with a warning).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from node.errors import DatasetMismatch, StorageError
+from node.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from node.storage import audit
+from node.storage.audit import AuditEvent
+from node.storage.database import duplicates, instances
+from node.storage.files import FileStore, instance_relpath, quarantine_relpath
+from node.storage.header import InstanceHeader, read_header
+from node.storage.index import find_instance, upsert_hierarchy
+from node.storage.uids import checked_uid
+
+PREAMBLE = b"\0" * 128 + b"DICM"
+
+
+@dataclass(frozen=True, slots=True)
+class Custody:
+    """Where an instance came from: the facts the chain of custody records."""
+
+    calling_ae: str
+    peer_address: str
+    association_id: str
+    via: str = "C-STORE"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedInstance:
+    """A data set exactly as it arrived, with the request's identifiers."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    dataset: bytes
+    custody: Custody
+
+
+class StoreResult(enum.Enum):
+    STORED = "stored"
+    DUPLICATE_IDENTICAL = "duplicate-identical"
+    DUPLICATE_CONFLICT = "duplicate-conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    result: StoreResult
+    header: InstanceHeader
+    relpath: PurePosixPath
+    sha256: str
+    size: int
+
+
+def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, ts: str, source_ae: str) -> bytes:
+    """The Part 10 preamble and File Meta Information group (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    buffer = BytesIO()
+    buffer.write(PREAMBLE)
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+class Archive:
+    """The archive: files plus index plus audit log, kept consistent with each other."""
+
+    def __init__(self, files: FileStore, engine: Engine) -> None:
+        self.files = files
+        self.engine = engine
+
+    def store(self, item: ReceivedInstance) -> StoreOutcome:
+        """Store ``item`` durably; raise InvalidRequest, DatasetMismatch or StorageError."""
+        ts = UID(checked_uid(item.transfer_syntax_uid, "Transfer Syntax UID"))
+        header = read_header(item.dataset, ts)
+        if header.sop_class_uid != item.sop_class_uid:
+            raise DatasetMismatch(
+                f"SOP Class UID {header.sop_class_uid} in the data set differs from "
+                f"{item.sop_class_uid} in the request"
+            )
+        if header.sop_instance_uid != item.sop_instance_uid:
+            raise DatasetMismatch(
+                f"SOP Instance UID {header.sop_instance_uid} in the data set differs from "
+                f"{item.sop_instance_uid} in the request"
+            )
+        meta = file_meta_bytes(
+            header.sop_class_uid, header.sop_instance_uid, ts, item.custody.calling_ae
+        )
+        digest = hashlib.sha256(meta)
+        digest.update(item.dataset)
+        sha = digest.hexdigest()
+        size = len(meta) + len(item.dataset)
+        relpath = instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
+        chunks = (meta, item.dataset)
+
+        with self.engine.connect() as conn:
+            existing = find_instance(conn, header.sop_instance_uid)
+        if existing is not None:
+            return self._duplicate(item, header, existing.sha256, sha, size, chunks)
+        try:
+            self.files.write_new(relpath, chunks)
+        except FileExistsError:
+            # A file without an index row was never acknowledged (a crash between link
+            # and commit, or a racing receiver). Re-check, then take its place.
+            with self.engine.connect() as conn:
+                existing = find_instance(conn, header.sop_instance_uid)
+            if existing is not None:
+                return self._duplicate(item, header, existing.sha256, sha, size, chunks)
+            if self.files.sha256(relpath) != sha:
+                self.files.replace(relpath, chunks)
+        try:
+            with self.engine.begin() as conn:
+                upsert_hierarchy(conn, header)
+                conn.execute(
+                    instances.insert().values(
+                        sop_instance_uid=header.sop_instance_uid,
+                        series_uid=header.series_uid,
+                        sop_class_uid=header.sop_class_uid,
+                        instance_number=header.instance_number,
+                        transfer_syntax_uid=str(ts),
+                        path=str(relpath),
+                        size=size,
+                        sha256=sha,
+                        **self._custody_columns(item.custody),
+                    )
+                )
+                audit.append(
+                    conn,
+                    AuditEvent.INSTANCE_STORED,
+                    study_uid=header.study_uid,
+                    sop_instance_uid=header.sop_instance_uid,
+                    details=self._custody_details(item.custody, sha, size, str(relpath)),
+                )
+        except IntegrityError:
+            # Another receiver indexed the same instance between our check and insert;
+            # both wrote the same final name only if the bytes were identical.
+            with self.engine.connect() as conn:
+                existing = find_instance(conn, header.sop_instance_uid)
+            if existing is None:
+                raise
+            return self._duplicate(item, header, existing.sha256, sha, size, chunks)
+        except OperationalError as exc:
+            self.files.remove(relpath)  # never leave a file that no row describes
+            raise StorageError(f"index update failed: {exc.orig}") from exc
+        return StoreOutcome(StoreResult.STORED, header, relpath, sha, size)
+
+    def _duplicate(
+        self,
+        item: ReceivedInstance,
+        header: InstanceHeader,
+        first_sha: str,
+        sha: str,
+        size: int,
+        chunks: tuple[bytes, bytes],
+    ) -> StoreOutcome:
+        details = self._custody_details(item.custody, sha, size, None)
+        if first_sha == sha:
+            with self.engine.begin() as conn:
+                audit.append(
+                    conn,
+                    AuditEvent.DUPLICATE_IDENTICAL,
+                    study_uid=header.study_uid,
+                    sop_instance_uid=header.sop_instance_uid,
+                    details=details,
+                )
+            relpath = instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
+            return StoreOutcome(StoreResult.DUPLICATE_IDENTICAL, header, relpath, sha, size)
+        relpath = quarantine_relpath(header.sop_instance_uid, sha)
+        with contextlib.suppress(FileExistsError):  # this exact copy is already aside
+            self.files.write_new(relpath, chunks)
+        details.update(path=str(relpath), first_sha256=first_sha)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    duplicates.insert().values(
+                        sop_instance_uid=header.sop_instance_uid,
+                        path=str(relpath),
+                        sha256=sha,
+                        **self._custody_columns(item.custody),
+                    )
+                )
+                audit.append(
+                    conn,
+                    AuditEvent.DUPLICATE_CONFLICT,
+                    study_uid=header.study_uid,
+                    sop_instance_uid=header.sop_instance_uid,
+                    details=details,
+                )
+        except OperationalError as exc:
+            raise StorageError(f"index update failed: {exc.orig}") from exc
+        return StoreOutcome(StoreResult.DUPLICATE_CONFLICT, header, relpath, sha, size)
+
+    @staticmethod
+    def _custody_columns(custody: Custody) -> dict[str, str]:
+        return {
+            "calling_ae": custody.calling_ae,
+            "peer_address": custody.peer_address,
+            "association_id": custody.association_id,
+            "received_at": audit.utc_now(),
+        }
+
+    @staticmethod
+    def _custody_details(custody: Custody, sha: str, size: int, path: str | None) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "calling_ae": custody.calling_ae,
+            "peer_address": custody.peer_address,
+            "association_id": custody.association_id,
+            "via": custody.via,
+            "sha256": sha,
+            "size": size,
+            **custody.extra,
+        }
+        if path:
+            details["path"] = path
+        return details
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Append a custody event that is not tied to a stored file."""
+        study_uid = fields.pop("study_uid", None)
+        sop_uid = fields.pop("sop_instance_uid", None)
+        with self.engine.begin() as conn:
+            audit.append(conn, event, study_uid=study_uid, sop_instance_uid=sop_uid, details=fields)

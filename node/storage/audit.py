@@ -1,0 +1,187 @@
+"""The append-only, hash-chained custody audit log.
+
+Each record holds the SHA-256 of the record before it; its own hash covers the
+canonical JSON of all its fields (sequence number, time, event, UIDs, details and the
+previous hash). Editing, inserting or deleting a record breaks the chain at that point,
+and ``verify_chain`` names the first broken record. The sequence number is the primary
+key, so two writers can never both extend the same head.
+
+Limit: removing records from the *end* of the log leaves a valid shorter chain; only a
+copy of a later head hash (for example one in an exported ``.dcm.sig``) reveals that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+from node.storage.database import audit_log
+
+GENESIS = "0" * 64
+
+
+class AuditEvent:
+    """Names of custody events (one vocabulary for every part of the node)."""
+
+    ASSOCIATION_ACCEPTED = "association-accepted"
+    ASSOCIATION_REJECTED = "association-rejected"
+    INSTANCE_STORED = "instance-stored"
+    DUPLICATE_IDENTICAL = "duplicate-identical"
+    DUPLICATE_CONFLICT = "duplicate-conflict"
+    STORE_FAILED = "store-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    recorded_at: str
+    event: str
+    study_uid: str | None
+    sop_instance_uid: str | None
+    details: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "recorded_at": self.recorded_at,
+            "event": self.event,
+            "study_uid": self.study_uid,
+            "sop_instance_uid": self.sop_instance_uid,
+            "details": dict(self.details),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def canonical_json(value: object) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: the bytes that get hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_hash(
+    seq: int,
+    recorded_at: str,
+    event: str,
+    study_uid: str | None,
+    sop_instance_uid: str | None,
+    details: Mapping[str, Any],
+    prev_hash: str,
+) -> str:
+    body = {
+        "seq": seq,
+        "recorded_at": recorded_at,
+        "event": event,
+        "study_uid": study_uid,
+        "sop_instance_uid": sop_instance_uid,
+        "details": details,
+        "prev_hash": prev_hash,
+    }
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def append(
+    conn: Connection,
+    event: str,
+    *,
+    study_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> AuditRecord:
+    """Append one record inside the caller's transaction (it commits with the caller)."""
+    last = conn.execute(
+        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
+    when = utc_now()
+    body = dict(details or {})
+    digest = record_hash(seq, when, event, study_uid, sop_instance_uid, body, prev)
+    conn.execute(
+        audit_log.insert().values(
+            seq=seq,
+            recorded_at=when,
+            event=event,
+            study_uid=study_uid,
+            sop_instance_uid=sop_instance_uid,
+            details=canonical_json(body).decode(),
+            prev_hash=prev,
+            hash=digest,
+        )
+    )
+    return AuditRecord(seq, when, event, study_uid, sop_instance_uid, body, prev, digest)
+
+
+def _rows(conn: Connection, where: Any = None) -> Iterator[AuditRecord]:
+    query = select(audit_log).order_by(audit_log.c.seq)
+    if where is not None:
+        query = query.where(where)
+    for row in conn.execute(query):
+        yield AuditRecord(
+            row.seq,
+            row.recorded_at,
+            row.event,
+            row.study_uid,
+            row.sop_instance_uid,
+            json.loads(row.details),
+            row.prev_hash,
+            row.hash,
+        )
+
+
+def records(engine: Engine, *, study_uid: str | None = None) -> list[AuditRecord]:
+    """All records, or those of one study, in order."""
+    with engine.connect() as conn:
+        where = audit_log.c.study_uid == study_uid if study_uid else None
+        return list(_rows(conn, where))
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    count: int
+    head: str
+    broken_seq: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_seq is None
+
+
+def check_records(items: Iterable[AuditRecord]) -> ChainReport:
+    """Walk records in order and report the first whose link or hash is wrong."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    for rec in items:
+        count += 1
+        if rec.seq != expected_seq:
+            return ChainReport(count, prev, rec.seq, f"expected record {expected_seq} here")
+        if rec.prev_hash != prev:
+            return ChainReport(count, prev, rec.seq, "previous-hash link does not match")
+        computed = record_hash(
+            rec.seq,
+            rec.recorded_at,
+            rec.event,
+            rec.study_uid,
+            rec.sop_instance_uid,
+            rec.details,
+            rec.prev_hash,
+        )
+        if computed != rec.hash:
+            return ChainReport(count, prev, rec.seq, "record content does not match its hash")
+        prev, expected_seq = rec.hash, expected_seq + 1
+    return ChainReport(count, prev)
+
+
+def verify_chain(engine: Engine) -> ChainReport:
+    with engine.connect() as conn:
+        return check_records(_rows(conn))

@@ -1,0 +1,147 @@
+"""Crash-safe file writing for the archive.
+
+A file appears under its final name only once it is complete and on disk: the bytes go
+to a temporary file in ``<archive>/.tmp`` (same filesystem), are flushed and fsynced,
+then hard-linked to the final name (which fails instead of overwriting), and the
+directory is fsynced. A crash leaves at most a temporary file, which never counts as an
+instance and is removed at the next start.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+from node.errors import StorageError
+from node.storage.uids import checked_uid
+
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+TEMP_DIR = ".tmp"
+QUARANTINE_DIR = ".quarantine"
+
+
+def instance_relpath(study_uid: str, series_uid: str, sop_instance_uid: str) -> PurePosixPath:
+    """``<study>/<series>/<instance>.dcm``, built only from validated UIDs."""
+    return PurePosixPath(
+        checked_uid(study_uid, "Study Instance UID"),
+        checked_uid(series_uid, "Series Instance UID"),
+        checked_uid(sop_instance_uid, "SOP Instance UID") + ".dcm",
+    )
+
+
+def quarantine_relpath(sop_instance_uid: str, sha256: str) -> PurePosixPath:
+    """Where a second, different copy of an instance is kept aside."""
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise ValueError("sha256 must be 64 lowercase hex digits")
+    return PurePosixPath(
+        QUARANTINE_DIR, checked_uid(sop_instance_uid, "SOP Instance UID"), f"{sha256}.dcm"
+    )
+
+
+class FileStore:
+    """The archive folder: atomic, durable, never-overwriting writes."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self._tmp = root / TEMP_DIR
+
+    def prepare(self) -> int:
+        """Create the folders and remove temporary files a crash left; return how many."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def path(self, relpath: PurePosixPath | str) -> Path:
+        return self.root / relpath
+
+    def write_new(self, relpath: PurePosixPath, chunks: Iterable[bytes]) -> None:
+        """Durably write a file that must not exist yet.
+
+        Raises FileExistsError if the final name is taken (nothing is changed then),
+        StorageError for disk full or I/O errors (no residue is left).
+        """
+        self._write(relpath, chunks, overwrite=False)
+
+    def replace(self, relpath: PurePosixPath, chunks: Iterable[bytes]) -> None:
+        """Durably write a file, atomically replacing an unindexed one of that name."""
+        self._write(relpath, chunks, overwrite=True)
+
+    def sha256(self, relpath: PurePosixPath | str) -> str:
+        """SHA-256 of a stored file, read in 1 MiB blocks."""
+        digest = hashlib.sha256()
+        with self.path(relpath).open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def remove(self, relpath: PurePosixPath) -> None:
+        path = self.path(relpath)
+        path.unlink(missing_ok=True)
+        self._sync_dir(path.parent)
+
+    def _write(self, relpath: PurePosixPath, chunks: Iterable[bytes], *, overwrite: bool) -> None:
+        final = self.path(relpath)
+        tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                for chunk in chunks:
+                    self._write_all(fd, chunk)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            created = self._make_dirs(final.parent)
+            if overwrite:
+                os.replace(tmp, final)
+            else:
+                os.link(tmp, final)  # atomic, and fails rather than overwrite
+                tmp.unlink()
+            for directory in (final.parent, *created):
+                self._sync_dir(directory)
+        except FileExistsError:
+            tmp.unlink(missing_ok=True)
+            raise
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            kind = "no space left" if exc.errno in _RESOURCE_ERRNOS else "I/O error"
+            raise StorageError(f"cannot write {relpath}: {kind} ({exc.strerror})") from exc
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def _make_dirs(self, directory: Path) -> list[Path]:
+        """Create missing folders; return the parents whose entries changed, deepest first."""
+        changed: list[Path] = []
+        missing: list[Path] = []
+        probe = directory
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue  # another receiver made it: its creator syncs the parent
+            changed.insert(0, folder.parent)
+        return changed
+
+    def _sync_dir(self, directory: Path) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,165 @@
+"""Index queries and upserts over the tables of :mod:`node.storage.database`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from node.storage.database import duplicates, instances, patients, series, studies
+from node.storage.header import InstanceHeader
+
+
+def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> None:
+    """INSERT that leaves an existing row with the same key untouched (first one wins)."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        conn.execute(sqlite.insert(table).values(values).on_conflict_do_nothing())
+    elif dialect == "postgresql":
+        conn.execute(postgresql.insert(table).values(values).on_conflict_do_nothing())
+    else:  # pragma: no cover - other databases are not supported yet
+        raise NotImplementedError(f"database dialect {dialect} is not supported")
+
+
+def patient_key(header: InstanceHeader) -> str:
+    return f"{header.patient_id}\\{header.issuer}"
+
+
+def upsert_hierarchy(conn: Connection, h: InstanceHeader) -> None:
+    """Make sure the patient, study and series rows of ``h`` exist."""
+    key = patient_key(h)
+    insert_ignore(
+        conn,
+        patients,
+        {
+            "patient_key": key,
+            "patient_id": h.patient_id,
+            "issuer": h.issuer,
+            "patient_name": h.patient_name,
+            "birth_date": h.birth_date,
+            "sex": h.sex,
+        },
+    )
+    insert_ignore(
+        conn,
+        studies,
+        {
+            "study_uid": h.study_uid,
+            "patient_key": key,
+            "study_date": h.study_date,
+            "study_time": h.study_time,
+            "accession_number": h.accession_number,
+            "study_id": h.study_id,
+            "study_description": h.study_description,
+            "referring_physician": h.referring_physician,
+        },
+    )
+    insert_ignore(
+        conn,
+        series,
+        {
+            "series_uid": h.series_uid,
+            "study_uid": h.study_uid,
+            "modality": h.modality,
+            "series_number": h.series_number,
+            "series_description": h.series_description,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size: int
+    sha256: str
+    calling_ae: str
+    received_at: str
+
+
+def _instance_query() -> Any:
+    return select(
+        instances.c.sop_instance_uid,
+        instances.c.series_uid,
+        series.c.study_uid,
+        instances.c.sop_class_uid,
+        instances.c.transfer_syntax_uid,
+        instances.c.path,
+        instances.c.size,
+        instances.c.sha256,
+        instances.c.calling_ae,
+        instances.c.received_at,
+    ).join(series, series.c.series_uid == instances.c.series_uid)
+
+
+def find_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None:
+    row = conn.execute(
+        _instance_query().where(instances.c.sop_instance_uid == sop_instance_uid)
+    ).first()
+    return InstanceRow(*row) if row else None
+
+
+def study_instances(engine: Engine, study_uid: str) -> list[InstanceRow]:
+    """Every instance of a study, ordered by series then instance number."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            _instance_query()
+            .where(series.c.study_uid == study_uid)
+            .order_by(series.c.series_number, instances.c.instance_number, instances.c.path)
+        )
+        return [InstanceRow(*r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class StudySummary:
+    study_uid: str
+    patient_id: str
+    study_date: str
+    accession_number: str
+    description: str
+    series_count: int
+    instance_count: int
+
+
+def study_summaries(engine: Engine) -> list[StudySummary]:
+    n_series = func.count(func.distinct(series.c.series_uid))
+    n_instances = func.count(instances.c.sop_instance_uid)
+    query = (
+        select(
+            studies.c.study_uid,
+            patients.c.patient_id,
+            studies.c.study_date,
+            studies.c.accession_number,
+            studies.c.study_description,
+            n_series,
+            n_instances,
+        )
+        .join(patients, patients.c.patient_key == studies.c.patient_key)
+        .join(series, series.c.study_uid == studies.c.study_uid)
+        .join(instances, instances.c.series_uid == series.c.series_uid)
+        .group_by(studies.c.study_uid, patients.c.patient_id)
+        .order_by(studies.c.study_date, studies.c.study_uid)
+    )
+    with engine.connect() as conn:
+        return [StudySummary(*r) for r in conn.execute(query)]
+
+
+def totals(engine: Engine) -> dict[str, int]:
+    """Counts of rows per table, for ``dicom-node status``."""
+    with engine.connect() as conn:
+        return {
+            name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for name, table in (
+                ("patients", patients),
+                ("studies", studies),
+                ("series", series),
+                ("instances", instances),
+                ("duplicates", duplicates),
+            )
+        }
