@@ -116,6 +116,27 @@ class Node:
         log.info("%s stopped", self.config.node.ae_title)
 
 
+def ensure_development_key(config: NodeConfig) -> bool:
+    """Create the signing key on first start when ``signing.create_if_missing`` allows it.
+
+    Returns True when a key was created. Only for development: the key is unprotected
+    and its certificate self-signed, so the warning is deliberately loud.
+    """
+    signing = config.signing
+    if not signing.create_if_missing or signing.key.exists():
+        return False
+    from node.signatures.keys import create_key_pair
+
+    create_key_pair(signing.key, signing.certificate, f"{config.node.ae_title} development signer")
+    log.warning(
+        "!!! created a DEVELOPMENT signing key %s and self-signed certificate %s: "
+        "unprotected, not for production; configure signing.key and signing.certificate !!!",
+        signing.key,
+        signing.certificate,
+    )
+    return True
+
+
 def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     """Wire a node from its configuration; ``files`` lets tests inject a storage layer."""
     files = files or FileStore(config.storage.archive, fsync=config.storage.fsync)

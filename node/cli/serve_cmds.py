@@ -24,10 +24,11 @@ def register(sub: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from node.app import build_node, configure_libraries
+    from node.app import build_node, configure_libraries, ensure_development_key
 
     config = load(args)
     configure_libraries(config)
+    ensure_development_key(config)
     node = build_node(config)
     stop = threading.Event()
 

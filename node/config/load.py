@@ -341,7 +341,7 @@ def _tls(r: _Reader, raw: object) -> TLSConfig | None:
     key = r.required(s, "key", r.existing_file)
     ca = r.field(s, "ca", r.existing_file, None)
     require = r.field(s, "require_client_certificate", r.boolean, False)
-    if require and ca is None:
+    if require and "ca" not in s:
         with r.at("ca"):
             r.error("is required when require_client_certificate is true")
     if cert is None or key is None:

@@ -31,9 +31,11 @@ def associate(
     tls_args = (client_context(remote.tls), remote.host) if remote.tls else None
     assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, tls_args=tls_args)
     if not assoc.is_established:
+        # pynetdicom reports a refused TCP connection as an abort without a socket.
+        connected = getattr(assoc.dul.socket, "_is_connected", False)
         if assoc.is_rejected:
             why = "rejected the association"
-        elif assoc.is_aborted:
+        elif assoc.is_aborted and connected:
             why = "aborted the association"
         else:
             why = "could not be reached"

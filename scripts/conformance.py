@@ -1,0 +1,41 @@
+"""Print the conformance tables of the README from the tables the SCPs are built from.
+
+Usage: python scripts/conformance.py   (Markdown on stdout)
+"""
+
+from __future__ import annotations
+
+from pydicom.uid import UID
+
+from node.services.contexts import (
+    STORAGE_TRANSFER_SYNTAXES,
+    VERIFICATION_TRANSFER_SYNTAXES,
+    storage_sop_classes,
+)
+from node.services.status import Status
+
+
+def _name(uid: UID) -> str:
+    return f"{uid.name} (`{uid}`)"
+
+
+def main() -> None:
+    print("| SOP class | role | transfer syntaxes |")
+    print("|---|---|---|")
+    verification = UID("1.2.840.10008.1.1")
+    syntaxes = ", ".join(f"`{ts}`" for ts in VERIFICATION_TRANSFER_SYNTAXES)
+    print(f"| {_name(verification)} | SCP | {syntaxes} |")
+    print(
+        f"| all {len(storage_sop_classes())} storage SOP classes of pynetdicom | SCP | "
+        "every syntax in the list below |"
+    )
+    print("\nStorage transfer syntaxes (stored as received, never transcoded):\n")
+    for ts in STORAGE_TRANSFER_SYNTAXES:
+        print(f"- {_name(ts)}")
+    print("\nStatuses:\n")
+    for status in Status:
+        print(f"- `0x{int(status):04X}` {status.name}")
+
+
+if __name__ == "__main__":
+    main()

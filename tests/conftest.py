@@ -1,0 +1,63 @@
+"""Fixtures: configurations in temporary folders and nodes running on OS-assigned ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.app import Node, build_node, configure_libraries
+from node.config import NodeConfig, parse_config
+from node.storage.files import FileStore
+
+
+def config_dict(root: Path, **sections: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "node": {"ae_title": "DICOM_NODE", "host": "127.0.0.1", "port": 0},
+        "storage": {"archive": str(root / "archive"), "database": str(root / "node.sqlite")},
+        "signing": {
+            "key": str(root / "keys/signer.key.pem"),
+            "certificate": str(root / "keys/signer.cert.pem"),
+            "create_if_missing": True,
+        },
+        "peers": [],
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., NodeConfig]:
+    def make(**sections: Any) -> NodeConfig:
+        return parse_config(config_dict(tmp_path, **sections), tmp_path)
+
+    return make
+
+
+@pytest.fixture
+def start_node() -> Iterator[Callable[..., Node]]:
+    """Start nodes in-process on port 0; all are stopped at the end of the test."""
+    started: list[Node] = []
+
+    def start(config: NodeConfig, files: FileStore | None = None) -> Node:
+        configure_libraries(config)
+        node = build_node(config, files=files)
+        node.start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop(grace=2)
+
+
+@pytest.fixture
+def node(make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]) -> Node:
+    """A running node with the default, open configuration."""
+    return start_node(make_config())
