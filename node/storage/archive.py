@@ -17,13 +17,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import struct
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -78,20 +76,35 @@ class StoreOutcome:
     size: int
 
 
+def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
 def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, ts: str, source_ae: str) -> bytes:
-    """The Part 10 preamble and File Meta Information group (PS3.10 7.1)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(ts)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    buffer = BytesIO()
-    buffer.write(PREAMBLE)
-    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
-    return buffer.getvalue()
+    """The Part 10 preamble and File Meta Information group (PS3.10 7.1), Explicit VR LE.
+
+    Written by hand because this runs for every received instance: the inputs are
+    validated UIDs and an AE title, so the encoding is fixed and simple.
+    """
+    body = b"".join(
+        (
+            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
+            _element(0x0002, 0x0002, b"UI", _padded(sop_class_uid, b"\0")),
+            _element(0x0002, 0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
+            _element(0x0002, 0x0010, b"UI", _padded(ts, b"\0")),
+            _element(0x0002, 0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
+            _element(0x0002, 0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
+            _element(0x0002, 0x0016, b"AE", _padded(source_ae, b" ")) if source_ae else b"",
+        )
+    )
+    return PREAMBLE + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
 class Archive:
@@ -100,6 +113,9 @@ class Archive:
     def __init__(self, files: FileStore, engine: Engine) -> None:
         self.files = files
         self.engine = engine
+        # Series whose patient, study and series rows are known to exist: only a cache
+        # to skip three upserts per instance; rows are never deleted, so it cannot lie.
+        self._known_series: set[str] = set()
 
     def store(self, item: ReceivedInstance) -> StoreOutcome:
         """Store ``item`` durably; raise InvalidRequest, DatasetMismatch or StorageError."""
@@ -125,10 +141,8 @@ class Archive:
         relpath = instance_relpath(header.study_uid, header.series_uid, header.sop_instance_uid)
         chunks = (meta, item.dataset)
 
-        with self.engine.connect() as conn:
-            existing = find_instance(conn, header.sop_instance_uid)
-        if existing is not None:
-            return self._duplicate(item, header, existing.sha256, sha, size, chunks)
+        # No index look-up first: the final name is taken exactly when the instance was
+        # archived before (or a crash left an unindexed file), so the link tells us.
         try:
             self.files.write_new(relpath, chunks)
         except FileExistsError:
@@ -142,7 +156,8 @@ class Archive:
                 self.files.replace(relpath, chunks)
         try:
             with self.engine.begin() as conn:
-                upsert_hierarchy(conn, header)
+                if header.series_uid not in self._known_series:
+                    upsert_hierarchy(conn, header)
                 conn.execute(
                     instances.insert().values(
                         sop_instance_uid=header.sop_instance_uid,
@@ -174,6 +189,7 @@ class Archive:
         except OperationalError as exc:
             self.files.remove(relpath)  # never leave a file that no row describes
             raise StorageError(f"index update failed: {exc.orig}") from exc
+        self._known_series.add(header.series_uid)
         return StoreOutcome(StoreResult.STORED, header, relpath, sha, size)
 
     def _duplicate(

@@ -35,6 +35,7 @@ class AuditEvent:
     DUPLICATE_IDENTICAL = "duplicate-identical"
     DUPLICATE_CONFLICT = "duplicate-conflict"
     STORE_FAILED = "store-failed"
+    EXPORTED = "exported"
 
 
 @dataclass(frozen=True, slots=True)

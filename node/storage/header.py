@@ -10,8 +10,11 @@ import zlib
 from dataclasses import dataclass
 from io import BytesIO
 
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
+from pydicom.filereader import data_element_generator, read_dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from node.errors import InvalidRequest
@@ -55,19 +58,34 @@ def dataset_bytes_for_parsing(raw: bytes, transfer_syntax: UID) -> bytes:
     return raw
 
 
-def parse_dataset(raw: bytes, transfer_syntax: UID, *, stop_before_pixels: bool) -> Dataset:
-    """Parse data set bytes in ``transfer_syntax``; raise InvalidRequest when malformed."""
+def parse_dataset(
+    raw: bytes,
+    transfer_syntax: UID,
+    *,
+    stop_before_pixels: bool,
+    stop_after_group: int | None = None,
+    only: list[BaseTag | int] | None = None,
+) -> Dataset:
+    """Parse data set bytes in ``transfer_syntax``; raise InvalidRequest when malformed.
+
+    ``stop_after_group`` ends the parse at the first element of a later group, and
+    ``only`` keeps just those tags: both make header reads cheap on the C-STORE path.
+    """
     data = dataset_bytes_for_parsing(raw, transfer_syntax)
+    limit = _PIXEL_DATA if stop_before_pixels else 0x100000000
+    if stop_after_group is not None:
+        limit = min(limit, (stop_after_group + 1) << 16)
 
     def stop(tag: int, _vr: str | None, _length: int) -> bool:
-        return stop_before_pixels and tag >= _PIXEL_DATA
+        return tag >= limit
 
     try:
         ds = read_dataset(
             BytesIO(data),
             transfer_syntax.is_implicit_VR,
             transfer_syntax.is_little_endian,
-            stop_when=stop if stop_before_pixels else None,
+            stop_when=stop,
+            specific_tags=only,
         )
     except Exception as exc:  # pydicom raises many types for broken encodings
         raise InvalidRequest(f"data set cannot be parsed: {exc}") from exc
@@ -76,37 +94,95 @@ def parse_dataset(raw: bytes, transfer_syntax: UID, *, stop_before_pixels: bool)
     return ds
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception as exc:
-        raise InvalidRequest(f"{keyword} cannot be decoded: {exc}") from exc
-    if value is None:
-        return ""
-    return str(value).strip()
+_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "Modality",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "StudyID",
+    "SeriesNumber",
+    "InstanceNumber",
+)
+_KEYWORD_TAGS = {keyword: int(Tag(keyword)) for keyword in _KEYWORDS}
+_CHARSET = int(Tag("SpecificCharacterSet"))
+_HEADER_TAGS: list[BaseTag | int] = [_CHARSET, *_KEYWORD_TAGS.values()]
+_LAST_HEADER_TAG = max(int(t) for t in _HEADER_TAGS)
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
+_TEXT_DELIMITERS = {ord("^"), ord("="), ord("\\")}  # PN component and value separators
+
+
+def _decode_text(value: bytes, vr: str, encodings: list[str]) -> str:
+    if vr in _TEXT_VRS:
+        return str(decode_bytes(value, encodings, _TEXT_DELIMITERS)).strip(" \0")
+    return value.decode("ascii", "replace").strip(" \0")
+
+
+def _raw_values(data: bytes, transfer_syntax: UID) -> dict[int, tuple[bytes, str]]:
+    values: dict[int, tuple[bytes, str]] = {}
+    for element in data_element_generator(
+        BytesIO(data),
+        transfer_syntax.is_implicit_VR,
+        transfer_syntax.is_little_endian,
+        stop_when=lambda tag, _vr, _length: tag > _LAST_HEADER_TAG,
+        specific_tags=_HEADER_TAGS,
+    ):
+        value = element.value
+        if isinstance(value, bytes):
+            values[int(element.tag)] = (value, element.VR or dictionary_VR(element.tag))
+    return values
 
 
 def read_header(raw: bytes, transfer_syntax: UID) -> InstanceHeader:
-    """Parse and check the attributes the archive needs from a received data set."""
-    ds = parse_dataset(raw, transfer_syntax, stop_before_pixels=True)
+    """Parse and check the attributes the archive needs from a received data set.
+
+    Reads raw elements up to group 0020 and decodes only the ones kept: this runs for
+    every C-STORE, so it does not build a pydicom Dataset.
+    """
+    data = dataset_bytes_for_parsing(raw, transfer_syntax)
+    try:
+        values = _raw_values(data, transfer_syntax)
+        encodings = ["iso8859"]
+        if _CHARSET in values:
+            terms = values[_CHARSET][0].decode("ascii", "replace").strip(" \0").split("\\")
+            encodings = convert_encodings([t.strip() for t in terms])
+        text = {
+            keyword: _decode_text(*values[tag], encodings) if tag in values else ""
+            for keyword, tag in _KEYWORD_TAGS.items()
+        }
+    except Exception as exc:  # pydicom raises many types for broken encodings
+        raise InvalidRequest(f"data set cannot be parsed: {exc}") from exc
+    if not values:
+        raise InvalidRequest("data set is empty or has none of the identifying attributes")
     return InstanceHeader(
-        sop_class_uid=checked_uid(_text(ds, "SOPClassUID"), "SOP Class UID"),
-        sop_instance_uid=checked_uid(_text(ds, "SOPInstanceUID"), "SOP Instance UID"),
-        study_uid=checked_uid(_text(ds, "StudyInstanceUID"), "Study Instance UID"),
-        series_uid=checked_uid(_text(ds, "SeriesInstanceUID"), "Series Instance UID"),
-        patient_id=_text(ds, "PatientID"),
-        issuer=_text(ds, "IssuerOfPatientID"),
-        patient_name=_text(ds, "PatientName"),
-        birth_date=_text(ds, "PatientBirthDate"),
-        sex=_text(ds, "PatientSex"),
-        study_date=_text(ds, "StudyDate"),
-        study_time=_text(ds, "StudyTime"),
-        accession_number=_text(ds, "AccessionNumber"),
-        study_id=_text(ds, "StudyID"),
-        study_description=_text(ds, "StudyDescription"),
-        referring_physician=_text(ds, "ReferringPhysicianName"),
-        modality=_text(ds, "Modality"),
-        series_number=_text(ds, "SeriesNumber"),
-        series_description=_text(ds, "SeriesDescription"),
-        instance_number=_text(ds, "InstanceNumber"),
+        sop_class_uid=checked_uid(text["SOPClassUID"], "SOP Class UID"),
+        sop_instance_uid=checked_uid(text["SOPInstanceUID"], "SOP Instance UID"),
+        study_uid=checked_uid(text["StudyInstanceUID"], "Study Instance UID"),
+        series_uid=checked_uid(text["SeriesInstanceUID"], "Series Instance UID"),
+        patient_id=text["PatientID"],
+        issuer=text["IssuerOfPatientID"],
+        patient_name=text["PatientName"],
+        birth_date=text["PatientBirthDate"],
+        sex=text["PatientSex"],
+        study_date=text["StudyDate"],
+        study_time=text["StudyTime"],
+        accession_number=text["AccessionNumber"],
+        study_id=text["StudyID"],
+        study_description=text["StudyDescription"],
+        referring_physician=text["ReferringPhysicianName"],
+        modality=text["Modality"],
+        series_number=text["SeriesNumber"],
+        series_description=text["SeriesDescription"],
+        instance_number=text["InstanceNumber"],
     )
