@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "node.cli.config_cmds",
     "node.cli.archive_cmds",
     "node.cli.signing_cmds",
+    "node.cli.manifest_cmds",
 )
 
 

@@ -1,0 +1,1 @@
+"""Documents the node builds: Key Object Selection (and, later, SR reports)."""

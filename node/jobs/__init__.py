@@ -1,0 +1,1 @@
+"""Background work driven by APScheduler; the database is the source of truth."""

@@ -1,0 +1,1 @@
+"""Modality Performed Procedure Step: rules, persistence and the acquisition wait."""

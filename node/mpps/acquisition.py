@@ -1,0 +1,235 @@
+"""The wait for a COMPLETED MPPS's instances, and the one KOS it may yield.
+
+PS3.17 Annex W case 1: when a step is COMPLETED and every instance it lists is in the
+archive, build the "Signed Complete Acquisition Content" KOS. The database is the
+source of truth: the ``acquisitions`` row holds the state (waiting, building,
+kos-built, incomplete, failed), the deadline and the missing UIDs, so the wait
+survives restarts; scheduler jobs are only rebuilt from it.
+
+Rules kept here: one MPPS never yields a second KOS (the state moves from waiting to
+building in one conditional UPDATE, which only one checker can win); a timeout never
+yields a "complete" KOS; DISCONTINUED never starts a wait; instances that arrive after
+the KOS (or after the timeout) for a series of the step are recorded as late arrivals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, and_, select, update
+
+from node.storage import audit
+from node.storage.database import acquisitions, instances, mpps_expected
+
+log = logging.getLogger("node.acquisition")
+
+WAITING = "waiting"
+BUILDING = "building"
+KOS_BUILT = "kos-built"
+INCOMPLETE = "incomplete"
+FAILED = "failed"
+
+
+class AcquisitionEvent:
+    COMPLETE = "acquisition-complete"
+    INCOMPLETE = "acquisition-incomplete"
+    KOS_FAILED = "kos-failed"
+    LATE_ARRIVAL = "late-arrival"
+
+
+# Builds and stores the KOS for an MPPS; returns the KOS SOP Instance UID.
+KosBuilder = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Acquisition:
+    mpps_uid: str
+    state: str
+    study_uid: str
+    deadline: datetime
+    kos_uid: str | None
+    missing: list[str]
+    detail: str
+
+
+class AcquisitionTracker:
+    def __init__(self, engine: Engine, build_kos: KosBuilder) -> None:
+        self.engine = engine
+        self.build_kos = build_kos
+
+    def get(self, mpps_uid: str) -> Acquisition | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(acquisitions).where(acquisitions.c.mpps_uid == mpps_uid)
+            ).first()
+        return _acquisition(row) if row else None
+
+    def all(self) -> list[Acquisition]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(acquisitions).order_by(acquisitions.c.updated_at))
+            return [_acquisition(r) for r in rows]
+
+    def open_waits(self) -> list[Acquisition]:
+        """Acquisitions still to decide: rebuilt into scheduler jobs at start."""
+        return [a for a in self.all() if a.state in (WAITING, BUILDING, FAILED)]
+
+    def resume(self) -> list[Acquisition]:
+        """At start: a build a crash interrupted goes back to waiting (the KOS UID is
+        derived from the MPPS UID, so a rebuild finds a KOS that was already stored).
+        Returns the open waits for the scheduler."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(acquisitions)
+                .where(acquisitions.c.state == BUILDING)
+                .values(state=WAITING, updated_at=audit.utc_now())
+            )
+        return self.open_waits()
+
+    def missing(self, mpps_uid: str) -> list[str]:
+        query = (
+            select(mpps_expected.c.sop_instance_uid)
+            .outerjoin(instances, instances.c.sop_instance_uid == mpps_expected.c.sop_instance_uid)
+            .where(mpps_expected.c.mpps_uid == mpps_uid)
+            .where(instances.c.sop_instance_uid.is_(None))
+            .order_by(mpps_expected.c.sop_instance_uid)
+        )
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(query)]
+
+    def check(self, mpps_uid: str) -> str:
+        """Build the KOS if every listed instance is archived; return the new state."""
+        acq = self.get(mpps_uid)
+        if acq is None or acq.state not in (WAITING, FAILED):
+            return acq.state if acq else "unknown"
+        missing = self.missing(mpps_uid)
+        if missing:
+            self._set(mpps_uid, acq.state, missing=json.dumps(missing))
+            return acq.state
+        if not self._claim(mpps_uid, acq.state):
+            return BUILDING  # another checker won the claim
+        try:
+            kos_uid = self.build_kos(mpps_uid)
+        except Exception as exc:
+            log.exception("building the KOS for MPPS %s failed", mpps_uid)
+            self._finish(mpps_uid, FAILED, AcquisitionEvent.KOS_FAILED, acq, detail=str(exc))
+            return FAILED
+        self._finish(mpps_uid, KOS_BUILT, AcquisitionEvent.COMPLETE, acq, kos_uid=kos_uid)
+        return KOS_BUILT
+
+    def expire(self, mpps_uid: str) -> str:
+        """The deadline passed: build if complete after all, else mark incomplete."""
+        state = self.check(mpps_uid)
+        if state != WAITING:
+            return state
+        acq = self.get(mpps_uid)
+        assert acq is not None
+        if self._claim(mpps_uid, WAITING, to=INCOMPLETE):
+            missing = self.missing(mpps_uid)
+            log.warning(
+                "acquisition of MPPS %s incomplete at its deadline: %d instances missing",
+                mpps_uid,
+                len(missing),
+            )
+            self._finish(mpps_uid, INCOMPLETE, AcquisitionEvent.INCOMPLETE, acq, missing=missing)
+        return INCOMPLETE
+
+    def waits_for(self, sop_instance_uid: str, series_uid: str) -> tuple[list[str], list[str]]:
+        """(MPPS waiting for this instance, MPPS already decided that cover its series)."""
+        query = (
+            select(acquisitions.c.mpps_uid, acquisitions.c.state, mpps_expected.c.sop_instance_uid)
+            .join(mpps_expected, mpps_expected.c.mpps_uid == acquisitions.c.mpps_uid)
+            .where(
+                (mpps_expected.c.sop_instance_uid == sop_instance_uid)
+                | and_(
+                    mpps_expected.c.series_uid == series_uid,
+                    acquisitions.c.state.in_((KOS_BUILT, INCOMPLETE)),
+                )
+            )
+        )
+        waiting: set[str] = set()
+        decided: set[str] = set()
+        with self.engine.connect() as conn:
+            for mpps_uid, state, listed in conn.execute(query):
+                if listed == sop_instance_uid and state in (WAITING, FAILED):
+                    waiting.add(mpps_uid)
+                elif state in (KOS_BUILT, INCOMPLETE):
+                    decided.add(mpps_uid)
+        return sorted(waiting), sorted(decided)
+
+    def record_late_arrival(self, mpps_uid: str, sop_instance_uid: str, study_uid: str) -> None:
+        with self.engine.begin() as conn:
+            audit.append(
+                conn,
+                AcquisitionEvent.LATE_ARRIVAL,
+                study_uid=study_uid,
+                sop_instance_uid=sop_instance_uid,
+                details={"mpps_uid": mpps_uid},
+            )
+
+    def _claim(self, mpps_uid: str, state: str, to: str = BUILDING) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(acquisitions)
+                .where(acquisitions.c.mpps_uid == mpps_uid)
+                .where(acquisitions.c.state == state)
+                .values(state=to, updated_at=audit.utc_now())
+            )
+            return result.rowcount == 1
+
+    def _set(self, mpps_uid: str, state: str, **values: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(acquisitions)
+                .where(acquisitions.c.mpps_uid == mpps_uid)
+                .where(acquisitions.c.state == state)
+                .values(updated_at=audit.utc_now(), **values)
+            )
+
+    def _finish(
+        self,
+        mpps_uid: str,
+        state: str,
+        event: str,
+        acq: Acquisition,
+        *,
+        kos_uid: str | None = None,
+        missing: list[str] | None = None,
+        detail: str = "",
+    ) -> None:
+        details: dict[str, object] = {"mpps_uid": mpps_uid}
+        if kos_uid:
+            details["kos_uid"] = kos_uid
+        if missing is not None:
+            details["missing"] = missing
+        if detail:
+            details["error"] = detail
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(acquisitions)
+                .where(acquisitions.c.mpps_uid == mpps_uid)
+                .values(
+                    state=state,
+                    kos_uid=kos_uid,
+                    missing=json.dumps(missing or []),
+                    detail=detail,
+                    updated_at=audit.utc_now(),
+                )
+            )
+            audit.append(conn, event, study_uid=acq.study_uid, details=details)
+
+
+def _acquisition(row: object) -> Acquisition:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Acquisition(
+        mpps_uid=r["mpps_uid"],
+        state=r["state"],
+        study_uid=r["study_uid"],
+        deadline=datetime.fromisoformat(r["deadline"]),
+        kos_uid=r["kos_uid"],
+        missing=json.loads(r["missing"] or "[]"),
+        detail=r["detail"] or "",
+    )
