@@ -19,11 +19,17 @@ from pynetdicom import AE, _config, evt
 
 from node.access import AccessPolicy
 from node.config import NodeConfig
+from node.documents.acquisition_kos import AcquisitionKosBuilder
 from node.errors import ConfigError
+from node.jobs.scheduler import Jobs
+from node.mpps.acquisition import AcquisitionTracker
+from node.mpps.registry import MppsRegistry
+from node.mpps.workflow import AcquisitionWorkflow
 from node.services.associations import AssociationRegistry
-from node.services.contexts import storage_contexts, verification_context
+from node.services.contexts import mpps_context, storage_contexts, verification_context
 from node.services.echo import handle_echo
 from node.services.inflight import InFlight
+from node.services.mpps import MppsService
 from node.services.store import StoreService
 from node.services.tls import server_context
 from node.storage.archive import Archive
@@ -64,6 +70,9 @@ class Node:
     registry: AssociationRegistry
     store: StoreService
     inflight: InFlight
+    mpps: MppsService
+    workflow: AcquisitionWorkflow
+    jobs: Jobs
     ae: Any
     server: Any = None
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -80,7 +89,13 @@ class Node:
             *self.registry.handlers(),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
+            (evt.EVT_N_CREATE, self.mpps.handle_create),
+            (evt.EVT_N_SET, self.mpps.handle_set),
         ]
+        self.jobs.start()
+        resumed = self.workflow.resume()
+        if resumed:
+            log.info("resumed %d acquisition waits from the database", resumed)
         ssl_context = server_context(self.config.tls) if self.config.tls else None
         try:
             self.server = self.ae.start_server(
@@ -111,6 +126,7 @@ class Node:
         self.inflight.wait_idle(max(0.0, deadline - time.monotonic()) + 5.0)
         for assoc in list(self.ae.active_associations):
             assoc.abort()
+        self.jobs.shutdown(wait=True)  # a KOS being built is finished, not cut off
         self.archive.engine.dispose()
         self.stopped.set()
         log.info("%s stopped", self.config.node.ae_title)
@@ -146,7 +162,15 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     archive = Archive(files, open_database(config.storage.database))
     registry = AssociationRegistry(AccessPolicy(config), archive)
     inflight = InFlight()
-    store = StoreService(archive, registry, inflight)
+    jobs = Jobs()
+    tracker = AcquisitionTracker(archive.engine, AcquisitionKosBuilder(config, archive))
+    workflow = AcquisitionWorkflow(tracker, jobs)
+    store = StoreService(archive, registry, inflight, listeners=[workflow.on_stored])
+    mpps = MppsService(
+        MppsRegistry(archive.engine, config.acquisition.completion_timeout),
+        registry,
+        workflow.on_completed,
+    )
 
     ae = AE(ae_title=config.node.ae_title)
     cfg = config.node
@@ -158,6 +182,6 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     # Access control is ours (node.access): pynetdicom's own checks stay off.
     ae.require_called_aet = False
     ae.require_calling_aet = []
-    contexts = [verification_context(), *storage_contexts()]
+    contexts = [verification_context(), mpps_context(), *storage_contexts()]
     ae.supported_contexts = contexts
-    return Node(config, archive, registry, store, inflight, ae)
+    return Node(config, archive, registry, store, inflight, mpps, workflow, jobs, ae)

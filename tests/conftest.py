@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from node.app import Node, build_node, configure_libraries
+from node.app import Node, build_node, configure_libraries, ensure_development_key
 from node.config import NodeConfig, parse_config
 from node.storage.files import FileStore
 
@@ -47,6 +47,7 @@ def start_node() -> Iterator[Callable[..., Node]]:
 
     def start(config: NodeConfig, files: FileStore | None = None) -> Node:
         configure_libraries(config)
+        ensure_development_key(config)
         node = build_node(config, files=files)
         node.start()
         started.append(node)

@@ -24,7 +24,10 @@ from pydicom.uid import (
 )
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ModalityPerformedProcedureStep,
+    Verification,
+)
 
 # JPEG Lossless, Non-Hierarchical (Process 14), PS3.5 A.4.1, not in pydicom's names.
 JPEG_LOSSLESS_P14 = UID("1.2.840.10008.1.2.4.57")
@@ -52,6 +55,11 @@ STORAGE_TRANSFER_SYNTAXES: tuple[UID, ...] = (
 )
 
 VERIFICATION_TRANSFER_SYNTAXES: tuple[UID, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+def mpps_context() -> PresentationContext:
+    """Modality Performed Procedure Step SOP Class (PS3.4 F.7), SCP role."""
+    return build_context(ModalityPerformedProcedureStep, list(VERIFICATION_TRANSFER_SYNTAXES))
 
 
 def storage_sop_classes() -> list[UID]:
