@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sqlalchemy import Engine, func, select
+
 from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, load
+from node.mpps.acquisition import AcquisitionTracker
 from node.storage import audit, index
-from node.storage.database import open_database
+from node.storage.database import mpps, open_database
 
 
 def register(sub: Any) -> None:
@@ -52,7 +55,31 @@ def run_status(args: argparse.Namespace) -> int:
     print(f"duplicates  {counts['duplicates']} conflicting copies kept aside")
     verdict = "intact" if chain.ok else f"BROKEN at record {chain.broken_seq}"
     print(f"audit log   {chain.count} records, chain {verdict}")
+    _print_procedures(engine)
     return EXIT_OK
+
+
+def _print_procedures(engine: Engine) -> None:
+    """MPPS states, then each acquisition wait: KOS built, waiting, incomplete (missing)."""
+    with engine.connect() as conn:
+        steps = conn.execute(select(mpps.c.status, func.count()).group_by(mpps.c.status)).all()
+    if steps:
+        print("mpps        " + ", ".join(f"{n} {status}" for status, n in steps))
+    for acq in AcquisitionTracker(engine, _no_builder).all():
+        line = f"acquisition {acq.mpps_uid}: {acq.state}"
+        if acq.state == "kos-built":
+            line += f", KOS {acq.kos_uid}"
+        elif acq.state in ("waiting", "failed"):
+            line += f" until {acq.deadline:%Y-%m-%d %H:%M:%S} UTC"
+        if acq.missing and acq.state != "kos-built":
+            line += f", {len(acq.missing)} missing: {' '.join(acq.missing)}"
+        if acq.detail:
+            line += f" ({acq.detail})"
+        print(line)
+
+
+def _no_builder(mpps_uid: str) -> str:
+    raise RuntimeError("status does not build documents")
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:

@@ -58,6 +58,14 @@ def send(node: Node, folder: Path, datasets: list[Dataset]) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def write_config(path: Path, node: Node) -> Path:
+    """A configuration file for CLI commands on this node's archive and index."""
+    storage = node.config.storage
+    database = storage.database.removeprefix("sqlite:///")
+    path.write_text(f"storage: {{archive: '{storage.archive}', database: '{database}'}}\n")
+    return path
+
+
 def wait_state(node: Node, mpps_uid: str, states: set[str], timeout: float = 60) -> str:
     """Wait for the acquisition to reach a state (a bounded wait on the node's database)."""
     ready = threading.Event()
@@ -181,6 +189,11 @@ def test_timeout_with_a_missing_instance(
     acq = node.workflow.tracker.get(uid)
     assert acq.missing == [everything[-1].SOPInstanceUID]
     assert "acquisition-incomplete" in [r.event for r in audit.records(node.archive.engine)]
+    status = run(
+        sys.executable, "-m", "node", "status", "-c", write_config(tmp_path / "n.yaml", node)
+    )
+    assert f"acquisition {uid}: incomplete" in status.stdout
+    assert everything[-1].SOPInstanceUID in status.stdout
     kos = [
         r
         for r in study_instances(node.archive.engine, STUDY_UID)

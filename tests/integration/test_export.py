@@ -133,8 +133,11 @@ def test_export_signed_study_and_verify_the_folder(
 def test_export_without_a_key_is_unsigned_with_a_warning(
     tmp_path: Path, start_node: Callable[..., Node]
 ) -> None:
-    data = config_dict(tmp_path)  # signing.key does not exist (create_if_missing)
+    data = config_dict(tmp_path)
     node = start_node(parse_config(data, tmp_path))
+    # The node made a development key at start; without it (create_if_missing allows
+    # that in the configuration) the export must fall back to unsigned manifests.
+    (tmp_path / "keys/signer.key.pem").unlink()
     store_study(node.port)
     config = write_config(tmp_path / "node.yaml", data)
     out = tmp_path / "out"
