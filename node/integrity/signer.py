@@ -18,7 +18,6 @@ signatures have no Ed25519 profile; manifests do, hence the small loader here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from node.errors import NodeError, UsageError
-from node.signatures.keys import load_certificate
+from node.errors import UsageError
+from node.signatures.keys import load_certificate, read_private_key
 
 ManifestKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
@@ -124,30 +123,7 @@ def load_signer(
     key_path: Path, cert_path: Path, passphrase_env: str | None = None
 ) -> ManifestSigner:
     """Load a PEM or DER private key (RSA, EC or Ed25519) and its certificate."""
-    try:
-        data = key_path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"{key_path}: signing key file not found") from exc
-    except OSError as exc:
-        raise NodeError(f"{key_path}: cannot read the signing key: {exc.strerror or exc}") from exc
-    passphrase = None
-    if passphrase_env:
-        value = os.environ.get(passphrase_env)
-        if value is None:
-            raise UsageError(f"{key_path}: environment variable {passphrase_env} is not set")
-        passphrase = value.encode()
-    try:
-        if b"-----BEGIN" in data:
-            key = serialization.load_pem_private_key(data, passphrase)
-        else:
-            key = serialization.load_der_private_key(data, passphrase)
-    except TypeError as exc:
-        raise UsageError(
-            f"{key_path}: the key is encrypted but no passphrase variable is configured, "
-            "or the reverse (signing.passphrase_env)"
-        ) from exc
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise UsageError(f"{key_path}: cannot load the key (wrong passphrase or format)") from exc
+    key = read_private_key(key_path, passphrase_env)
     if not isinstance(
         key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     ):

@@ -54,55 +54,52 @@ class MppsService:
     associations: AssociationRegistry
     on_completed: CompletedListener
 
-    def _refuse_role(self, info: Any) -> Dataset | None:
-        if Role.MPPS in info.roles:
-            return None
-        log.warning("MPPS refused: %s has no mpps role", info.peer)
-        return status_dataset(Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no mpps role")
+    def _run(
+        self, event: Any, name: str, uid: str, action: Callable[[str, str], MppsChange]
+    ) -> MppsChange | Dataset:
+        """Check the role, run ``action(uid, calling_ae)``; a refusal becomes its status."""
+        info = self.associations.info(event.assoc)
+        if Role.MPPS not in info.roles:
+            log.warning("%s refused: %s has no mpps role", name, info.peer)
+            return status_dataset(Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no mpps role")
+        try:
+            change = action(uid, info.calling_ae)
+        except MppsRefused as exc:
+            log.warning("%s %s from %s refused: %s", name, uid, info.peer, exc)
+            return refusal(exc)
+        except Exception as exc:
+            log.exception("%s %s failed", name, uid)
+            return status_dataset(Status.FAILURE_PROCESSING, str(exc))
+        log.info("MPPS %s is %s after %s from %s", uid, change.status, name, info.peer)
+        return change
 
     def handle_create(self, event: Any) -> tuple[Dataset, Dataset | None]:
         """EVT_N_CREATE handler."""
-        info = self.associations.info(event.assoc)
-        refused = self._refuse_role(info)
-        if refused is not None:
-            return refused, None
-        uid = event.request.AffectedSOPInstanceUID
-        assigned = uid is None
-        uid = str(uid) if uid else new_uid()  # the SCP may assign it (PS3.4 F.7.2.1.2)
-        try:
-            change = self.registry.create(uid, event.attribute_list, info.calling_ae)
-        except MppsRefused as exc:
-            log.warning("N-CREATE %s from %s refused: %s", uid, info.peer, exc)
-            return refusal(exc), None
-        except Exception as exc:
-            log.exception("N-CREATE %s failed", uid)
-            return status_dataset(Status.FAILURE_PROCESSING, str(exc)), None
-        status = status_dataset(Status.SUCCESS)
-        reply = self._reply(change)
-        if assigned:
+        requested = event.request.AffectedSOPInstanceUID
+        uid = str(requested) if requested else new_uid()  # the SCP may assign it (F.7.2.1.2)
+        attributes = event.attribute_list
+        result = self._run(
+            event, "N-CREATE", uid, lambda u, ae: self.registry.create(u, attributes, ae)
+        )
+        if isinstance(result, Dataset):
+            return result, None
+        reply = self._reply(result)
+        if not requested:
             reply.AffectedSOPInstanceUID = uid
-        log.info("MPPS %s created by %s", uid, info.peer)
-        return status, reply
+        return status_dataset(Status.SUCCESS), reply
 
     def handle_set(self, event: Any) -> tuple[Dataset, Dataset | None]:
         """EVT_N_SET handler."""
-        info = self.associations.info(event.assoc)
-        refused = self._refuse_role(info)
-        if refused is not None:
-            return refused, None
         uid = str(event.request.RequestedSOPInstanceUID or "")
-        try:
-            change = self.registry.update(uid, event.modification_list, info.calling_ae)
-        except MppsRefused as exc:
-            log.warning("N-SET %s from %s refused: %s", uid, info.peer, exc)
-            return refusal(exc), None
-        except Exception as exc:
-            log.exception("N-SET %s failed", uid)
-            return status_dataset(Status.FAILURE_PROCESSING, str(exc)), None
-        log.info("MPPS %s set to %s by %s", uid, change.status, info.peer)
-        if change.status == rules.COMPLETED:
+        modification = event.modification_list
+        result = self._run(
+            event, "N-SET", uid, lambda u, ae: self.registry.update(u, modification, ae)
+        )
+        if isinstance(result, Dataset):
+            return result, None
+        if result.status == rules.COMPLETED:
             self.on_completed(uid)
-        return status_dataset(Status.SUCCESS), self._reply(change)
+        return status_dataset(Status.SUCCESS), self._reply(result)
 
     @staticmethod
     def _reply(change: MppsChange) -> Dataset:

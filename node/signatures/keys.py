@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from node.errors import NodeError, UsageError
@@ -48,8 +50,9 @@ def load_signer(key: Path, certificate: Path, passphrase_env: str | None = None)
     return Signer(load_private_key(key, passphrase_env), load_certificate(certificate))
 
 
-def load_private_key(path: Path, passphrase_env: str | None = None) -> SigningKey:
-    """Load a private key; an encrypted one needs the passphrase variable to be set."""
+def read_private_key(path: Path, passphrase_env: str | None = None) -> PrivateKeyTypes:
+    """Read a PEM or DER private key of any type; an encrypted one needs the passphrase
+    variable to be set. Shared by DICOM signatures and integrity manifests."""
     data = _read(path, "signing key")
     passphrase = None
     if passphrase_env:
@@ -59,9 +62,8 @@ def load_private_key(path: Path, passphrase_env: str | None = None) -> SigningKe
         passphrase = value.encode()
     try:
         if b"-----BEGIN" in data:
-            key = serialization.load_pem_private_key(data, passphrase)
-        else:
-            key = serialization.load_der_private_key(data, passphrase)
+            return serialization.load_pem_private_key(data, passphrase)
+        return serialization.load_der_private_key(data, passphrase)
     except TypeError as exc:
         if passphrase is None:
             raise UsageError(
@@ -69,8 +71,13 @@ def load_private_key(path: Path, passphrase_env: str | None = None) -> SigningKe
                 "in signing.passphrase_env"
             ) from exc
         raise UsageError(f"{path}: the key is not encrypted; unset passphrase_env") from exc
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise UsageError(f"{path}: cannot load the key (wrong passphrase or format)") from exc
+
+
+def load_private_key(path: Path, passphrase_env: str | None = None) -> SigningKey:
+    """Load a key that can sign DICOM objects (RSA, ECDSA or DSA)."""
+    key = read_private_key(path, passphrase_env)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey):
         raise UsageError(f"{path}: only RSA, ECDSA and DSA keys can sign DICOM objects")
     return key
