@@ -17,6 +17,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from node.errors import UsageError
 from node.signatures.encoding import Element, Encoded
+from node.signatures.profiles import LevelFacts
 
 ORIGINAL_ATTRIBUTES_SEQUENCE = 0x04000561
 Level = list[Element]
@@ -125,3 +126,15 @@ def attribute_tags(encoded: Encoded, element: Element) -> list[int]:
 def item_count(level: Level, tag: int) -> int:
     element = find(level, tag)
     return len(element.items) if element is not None and element.items is not None else 0
+
+
+def level_facts(encoded: Encoded, level: Level, *, top: bool) -> LevelFacts:
+    """What the profile rules need to know of a level and its main data set."""
+    main = encoded.elements
+    return LevelFacts(
+        present=frozenset(e.tag for e in level),
+        top_level=top,
+        sop_class_uid=text(encoded, main, 0x00080016) or "",
+        verification_flag=text(encoded, main, 0x0040A493),
+        verifying_observers=item_count(main, 0x0040A073),
+    )

@@ -43,6 +43,7 @@ from node.signatures.encoding import (
 )
 from node.signatures.encoding import read_file as read_encoded
 from node.signatures.keys import Signer
+from node.signatures.levels import level_facts
 from node.signatures.macstream import (
     MAC_PARAMETERS_SEQUENCE,
     append_signature_fields,
@@ -54,7 +55,6 @@ from node.signatures.padding import needs_normalising, normalise
 from node.signatures.profiles import (
     RSA_PROFILES,
     SR_CLASS_PREFIX,
-    LevelFacts,
     Profile,
     format_tags,
     required_tags,
@@ -133,7 +133,7 @@ def sign_dataset(
     steps = levels.parse_path(item_path) if item_path else []
     encoded = _encode(ds)
     level = levels.resolve(encoded, steps)
-    problems = signing_problems(profile, _facts(encoded, level, not steps))
+    problems = signing_problems(profile, level_facts(encoded, level, top=not steps))
     if problems:
         raise UsageError("cannot sign: " + "; ".join(problems))
     chosen = _tags_to_sign(level, tags, profile)
@@ -233,17 +233,6 @@ def _mac_transfer_syntax(ds: Dataset) -> str:
             meta.TransferSyntaxUID = ExplicitVRLittleEndian  # how it must now be saved
         return str(ExplicitVRLittleEndian)
     return syntax
-
-
-def _facts(encoded: Encoded, level: levels.Level, top: bool) -> LevelFacts:
-    main = encoded.elements
-    return LevelFacts(
-        present=frozenset(e.tag for e in level),
-        top_level=top,
-        sop_class_uid=levels.text(encoded, main, 0x00080016) or "",
-        verification_flag=levels.text(encoded, main, 0x0040A493),
-        verifying_observers=levels.item_count(main, 0x0040A073),
-    )
 
 
 def _tags_to_sign(level: levels.Level, tags: Collection[int] | None, profile: Profile) -> list[int]:

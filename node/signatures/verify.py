@@ -31,6 +31,7 @@ from node.signatures import levels
 from node.signatures.digests import DIGEST_INFO_PREFIX, UnsupportedAlgorithm
 from node.signatures.encoding import NON_MAC_SYNTAXES, Encoded, encode_dataset, read_file
 from node.signatures.keys import certificate_from_dicom, trim_der
+from node.signatures.levels import level_facts
 from node.signatures.macstream import (
     MAC_PARAMETERS_SEQUENCE,
     Stream,
@@ -38,7 +39,7 @@ from node.signatures.macstream import (
     data_stream,
     select,
 )
-from node.signatures.profiles import LevelFacts, Profile, format_tags, profile_problems
+from node.signatures.profiles import Profile, format_tags, profile_problems
 
 DIGITAL_SIGNATURES_SEQUENCE = 0xFFFAFFFA
 MAC_ID, MAC_SYNTAX, MAC_ALGORITHM, ELEMENTS_SIGNED = 0x04000005, 0x04000010, 0x04000015, 0x04000020
@@ -351,24 +352,13 @@ def parse_datetime(value: str) -> dt.datetime | None:
     return (moment + dt.timedelta(microseconds=micro) - offset).replace(tzinfo=dt.UTC)
 
 
-def _facts(encoded: Encoded) -> LevelFacts:
-    main = encoded.elements
-    return LevelFacts(
-        present=frozenset(e.tag for e in main),
-        top_level=True,
-        sop_class_uid=levels.text(encoded, main, 0x00080016) or "",
-        verification_flag=levels.text(encoded, main, 0x0040A493),
-        verifying_observers=levels.item_count(main, 0x0040A073),
-    )
-
-
 def _profile_verdict(encoded: Encoded, report: VerificationReport, wanted: Profile) -> list[str]:
     """At least one verified top-level signature must satisfy the profile.
 
     Like dcmsign ``+rs``, an SR whose Verification Flag is VERIFIED needs the SR
     verification profile (C.4: purpose 5 covering the verification attributes).
     """
-    facts = _facts(encoded)
+    facts = level_facts(encoded, encoded.elements, top=True)
     if wanted is Profile.SR and facts.verification_flag == "VERIFIED":
         wanted = Profile.SR_VERIFICATION
     problems: list[str] = []
