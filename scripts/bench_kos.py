@@ -19,9 +19,11 @@ every few milliseconds (a bounded wait) until the KOS is there. Then it hashes t
 The "in builder" column is the time spent inside the node's KOS builder itself (MACs,
 signing, storing, audit, sidecar); the rest is scheduling and bookkeeping.
 
-Each run checks that the KOS references all N instances; ``--check`` also runs DCMTK
-``dcmsign --verify +rs +cf CERT`` on it. ``--profile`` adds one more run with the builder
-under cProfile (not counted in the table) and prints where the time goes to stderr.
+Each run checks that the KOS references all N instances, each with a MAC; ``--check``
+also runs DCMTK ``dcmsign --verify +rs +cf CERT`` on it. A failed check is reported (and
+makes the exit status 1) but does not drop the run's timing. ``--profile`` adds one more
+run with the builder under cProfile (not counted in the table) and prints where the time
+goes to stderr.
 
 Usage: scripts/bench_kos.py [--runs 3] [--instances 1000] [--size 256|512] [--check]
                             [--profile] [--markdown] [--keep]
@@ -212,10 +214,10 @@ def completed_attributes(refs: list[Ref]) -> Dataset:
         item.RetrieveAETitle = ""
         images = Sequence()
         for uid in uids:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID = CTImageStorage
-            ref.ReferencedSOPInstanceUID = uid
-            images.append(ref)
+            image = Dataset()
+            image.ReferencedSOPClassUID = CTImageStorage
+            image.ReferencedSOPInstanceUID = uid
+            images.append(image)
         item.ReferencedImageSequence = images
         item.ReferencedNonImageCompositeSOPInstanceSequence = Sequence()
         items.append(item)
@@ -411,7 +413,7 @@ def table(runs: list[Run], count: int, size: int, nbytes: int, markdown: bool) -
         "instances",
         "size",
         "MB",
-        "runs ok",
+        "checks ok",
         "KOS s median [min-max]",
         "in builder s",
         "SHA-256 s median [min-max]",
@@ -419,21 +421,19 @@ def table(runs: list[Run], count: int, size: int, nbytes: int, markdown: bool) -
         "ratio median [min-max]",
         f"target <= {TARGET_RATIO:g}",
     ]
-    good = [r for r in runs if not r.problem]
-    row = [str(count), f"{size}x{size}", f"{nbytes / 1e6:.1f}", f"{len(good)}/{len(runs)}"]
-    if good:
-        hash_median = statistics.median(r.hash_s for r in good)
-        ratio = statistics.median(r.ratio for r in good)
-        row += [
-            spread([r.kos_s for r in good]),
-            f"{statistics.median(r.builder_s for r in good):.3f}",
-            spread([r.hash_s for r in good]),
-            f"{nbytes / hash_median / 1e6:.0f}",
-            spread([r.ratio for r in good], 2),
-            "met" if ratio <= TARGET_RATIO else "MISSED",
-        ]
-    else:
-        row += ["ALL RUNS FAILED", "-", "-", "-", "-", "-"]
+    good = runs  # a failed check does not invalidate the timing; it is counted apart
+    checked = sum(1 for r in runs if not r.problem)
+    row = [str(count), f"{size}x{size}", f"{nbytes / 1e6:.1f}", f"{checked}/{len(runs)}"]
+    hash_median = statistics.median(r.hash_s for r in good)
+    ratio = statistics.median(r.ratio for r in good)
+    row += [
+        spread([r.kos_s for r in good]),
+        f"{statistics.median(r.builder_s for r in good):.3f}",
+        spread([r.hash_s for r in good]),
+        f"{nbytes / hash_median / 1e6:.0f}",
+        spread([r.ratio for r in good], 2),
+        "met" if ratio <= TARGET_RATIO else "MISSED",
+    ]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines.append("| " + " | ".join(row) + " |")

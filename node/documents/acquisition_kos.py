@@ -14,13 +14,12 @@ rebuild after a crash finds the KOS already stored instead of making a second on
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from cryptography import x509
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from node.config import NodeConfig
 from node.documents.codes import SIGNED_COMPLETE_ACQUISITION_CONTENT
@@ -33,15 +32,14 @@ from node.signatures import (
     Profile,
     load_signer,
     load_trust,
-    mac_reference,
+    secure_references,
     sign_dataset,
-    signature_references,
 )
 from node.signatures.purposes import SOURCE
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult
 from node.storage.database import mpps_expected
-from node.storage.index import find_instance
+from node.storage.index import InstanceRow, find_instance, instances_listed_by
 
 KOS_SERIES_NUMBER = 9901
 TITLE = SIGNED_COMPLETE_ACQUISITION_CONTENT
@@ -72,17 +70,16 @@ class AcquisitionKosBuilder:
         self.config = config
         self.archive = archive
 
-    def _reference(self, uid: str, path: Path, trust: list[x509.Certificate]) -> Reference:
-        with self.archive.engine.connect() as conn:
-            row = find_instance(conn, uid)
-        assert row is not None
+    def _reference(self, row: InstanceRow, trust: list[x509.Certificate]) -> Reference:
+        path = self.archive.files.path(row.path)
+        mac, signatures = secure_references(path, self.config.signing.mac_algorithm.value, trust)
         return Reference(
             sop_class_uid=row.sop_class_uid,
-            sop_instance_uid=uid,
+            sop_instance_uid=row.sop_instance_uid,
             series_uid=row.series_uid,
             study_uid=row.study_uid,
-            mac_items=[mac_reference(path, self.config.signing.mac_algorithm.value)],
-            signature_items=signature_references(path, trust),
+            mac_items=[mac],
+            signature_items=signatures,
         )
 
     def __call__(self, mpps_uid: str) -> str:
@@ -91,20 +88,14 @@ class AcquisitionKosBuilder:
         with engine.connect() as conn:
             if find_instance(conn, kos_uid) is not None:
                 return kos_uid  # built before a crash interrupted the bookkeeping
-            listed = [
-                r[0]
-                for r in conn.execute(
-                    select(mpps_expected.c.sop_instance_uid)
-                    .where(mpps_expected.c.mpps_uid == mpps_uid)
-                    .order_by(mpps_expected.c.series_uid, mpps_expected.c.sop_instance_uid)
-                )
-            ]
-            rows = [find_instance(conn, uid) for uid in listed]
-        if not listed or any(row is None for row in rows):
+            listed = conn.execute(
+                select(func.count()).where(mpps_expected.c.mpps_uid == mpps_uid)
+            ).scalar_one()
+            found = instances_listed_by(conn, mpps_uid)
+        if not listed or len(found) != listed:
             raise NodeError(f"MPPS {mpps_uid}: not every listed instance is archived")
-        paths = [self.archive.files.path(row.path) for row in rows if row]
         trust = load_trust(self.config.trust)
-        references = [self._reference(uid, p, trust) for uid, p in zip(listed, paths, strict=True)]
+        references = [self._reference(row, trust) for row in found]
         signing = self.config.signing
         ds = build_kos(
             KosRequest(
@@ -113,7 +104,7 @@ class AcquisitionKosBuilder:
                 series_uid=derived_uid("kos-series", mpps_uid),
                 series_number=KOS_SERIES_NUMBER,
                 references=references,
-                patient_study=patient_study_from(paths[0]),
+                patient_study=patient_study_from(self.archive.files.path(found[0].path)),
                 retrieve_ae_title=self.config.node.ae_title,
                 device_uid=derived_uid("device", self.config.node.ae_title),
                 device_name=self.config.node.ae_title,
@@ -158,7 +149,7 @@ class AcquisitionKosBuilder:
                 details={
                     "mpps_uid": mpps_uid,
                     "title": SIGNED_COMPLETE_ACQUISITION_CONTENT.meaning,
-                    "references": listed,
+                    "references": [row.sop_instance_uid for row in found],
                     "signature_uid": info.uid,
                     "signer": signer.subject,
                 },

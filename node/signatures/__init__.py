@@ -21,6 +21,7 @@ from node.signatures.references import (
     directory_lookup,
     mac_reference,
     reference_stream,
+    secure_references,
     signature_references,
 )
 from node.signatures.sign import (
@@ -60,6 +61,7 @@ __all__ = [
     "mac_reference",
     "purpose",
     "reference_stream",
+    "secure_references",
     "sign_dataset",
     "sign_file",
     "signature_references",

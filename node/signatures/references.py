@@ -36,6 +36,7 @@ from node.signatures.macstream import data_stream, select, signable_tags
 from node.signatures.verify import VerificationReport, verify_encoded
 
 Lookup = Callable[[str], Path | None]
+_DIGITAL_SIGNATURES = 0xFFFAFFFA
 Instance = Path | Dataset
 # Evidence sequences whose Referenced SOP items must carry a secure reference (A.4),
 # then those where a reference is checked when present.
@@ -66,16 +67,7 @@ def reference_stream(instance: Instance) -> bytes:
 
 def mac_reference(instance: Instance, algorithm: str = "SHA256") -> Dataset:
     """The single item of a Referenced SOP Instance MAC Sequence (0400,0403)."""
-    if algorithm not in CREATABLE_ALGORITHMS:
-        raise UsageError(f"MAC algorithm must be one of {', '.join(CREATABLE_ALGORITHMS)}")
-    encoded = _encoded(instance)
-    tags = signable_tags(encoded.elements)
-    item = Dataset()
-    item.MACCalculationTransferSyntaxUID = _mac_syntax(encoded, instance)
-    item.MACAlgorithm = algorithm
-    item.DataElementsSigned = tags
-    item.MAC = data_stream(encoded, select(encoded.elements, tags).elements).digest(algorithm)
-    return item
+    return _mac_item(_encoded(instance), instance, algorithm)
 
 
 def signature_references(
@@ -85,7 +77,39 @@ def signature_references(
     now: dt.datetime | None = None,
 ) -> list[Dataset]:
     """Referenced Digital Signature Sequence items for each verified main-level signature."""
-    report = verify_encoded(_encoded(instance), trust=trust, now=now)
+    return _signature_items(_encoded(instance), trust, now)
+
+
+def secure_references(
+    instance: Path,
+    algorithm: str,
+    trust: Sequence[x509.Certificate] | None,
+    *,
+    now: dt.datetime | None = None,
+) -> tuple[Dataset, list[Dataset]]:
+    """Both kinds of secure reference (C.17-3a) from a single read of the instance file."""
+    encoded = _encoded(instance)
+    return _mac_item(encoded, instance, algorithm), _signature_items(encoded, trust, now)
+
+
+def _mac_item(encoded: Encoded, instance: Instance, algorithm: str) -> Dataset:
+    if algorithm not in CREATABLE_ALGORITHMS:
+        raise UsageError(f"MAC algorithm must be one of {', '.join(CREATABLE_ALGORITHMS)}")
+    tags = signable_tags(encoded.elements)
+    item = Dataset()
+    item.MACCalculationTransferSyntaxUID = _mac_syntax(encoded, instance)
+    item.MACAlgorithm = algorithm
+    item.DataElementsSigned = tags
+    item.MAC = data_stream(encoded, select(encoded.elements, tags).elements).digest(algorithm)
+    return item
+
+
+def _signature_items(
+    encoded: Encoded, trust: Sequence[x509.Certificate] | None, now: dt.datetime | None
+) -> list[Dataset]:
+    if levels.find(encoded.elements, _DIGITAL_SIGNATURES) is None:
+        return []  # nothing to verify: most instances carry no signature of their own
+    report = verify_encoded(encoded, trust=trust, now=now)
     items = []
     for result in report.signatures:
         if result.top_level and result.ok:

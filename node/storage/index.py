@@ -8,7 +8,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from node.storage.database import duplicates, instances, patients, series, studies
+from node.storage.database import (
+    duplicates,
+    instances,
+    mpps_expected,
+    patients,
+    series,
+    studies,
+)
 from node.storage.header import InstanceHeader
 
 
@@ -103,6 +110,17 @@ def find_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None
         _instance_query().where(instances.c.sop_instance_uid == sop_instance_uid)
     ).first()
     return InstanceRow(*row) if row else None
+
+
+def instances_listed_by(conn: Connection, mpps_uid: str) -> list[InstanceRow]:
+    """The archived instances among those an MPPS lists, by series then UID."""
+    listed = select(mpps_expected.c.sop_instance_uid).where(mpps_expected.c.mpps_uid == mpps_uid)
+    rows = conn.execute(
+        _instance_query()
+        .where(instances.c.sop_instance_uid.in_(listed))
+        .order_by(instances.c.series_uid, instances.c.sop_instance_uid)
+    )
+    return [InstanceRow(*r) for r in rows]
 
 
 def study_instances(engine: Engine, study_uid: str) -> list[InstanceRow]:
