@@ -60,10 +60,13 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep  # type: ignore[attr-defined]
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests package
+
 from node.app import Node, build_node, configure_libraries, ensure_development_key
 from node.config import parse_config
 from node.documents.acquisition_kos import derived_uid
 from node.storage.index import find_instance
+from tests.integration.mpps_scu import create_attributes  # one N-CREATE builder for both
 
 NODE_AET = "DICOM_NODE"
 SCU_AET = "CT_1"
@@ -155,43 +158,6 @@ def store_study(port: int, study_uid: str, count: int, size: int) -> list[Ref]:
 
 
 # --------------------------------------------------------------------------- MPPS
-
-
-def create_attributes(study_uid: str) -> Dataset:
-    """N-CREATE attribute list of an IN PROGRESS step for the study."""
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    step = Dataset()
-    step.StudyInstanceUID = study_uid
-    step.ReferencedStudySequence = Sequence()
-    step.AccessionNumber = "ACC-BENCH"
-    step.RequestedProcedureID = "RP1"
-    step.RequestedProcedureDescription = "CT bench"
-    step.ScheduledProcedureStepID = "SPS1"
-    step.ScheduledProcedureStepDescription = "CT bench"
-    step.ScheduledProtocolCodeSequence = Sequence()
-    ds.ScheduledStepAttributesSequence = Sequence([step])
-    for keyword, value in PATIENT.items():
-        setattr(ds, keyword, value)
-    ds.PatientSex = "O"
-    ds.ReferencedPatientSequence = Sequence()
-    ds.PerformedProcedureStepID = "PPS1"
-    ds.PerformedStationAETitle = SCU_AET
-    ds.PerformedStationName = "CT one"
-    ds.PerformedLocation = "Room 1"
-    ds.PerformedProcedureStepStartDate = "20261122"
-    ds.PerformedProcedureStepStartTime = "101500"
-    ds.PerformedProcedureStepStatus = "IN PROGRESS"
-    ds.PerformedProcedureStepDescription = "CT bench"
-    ds.PerformedProcedureTypeDescription = ""
-    ds.ProcedureCodeSequence = Sequence()
-    ds.PerformedProcedureStepEndDate = None
-    ds.PerformedProcedureStepEndTime = None
-    ds.Modality = "CT"
-    ds.StudyID = "1"
-    ds.PerformedProtocolCodeSequence = Sequence()
-    ds.PerformedSeriesSequence = Sequence()
-    return ds
 
 
 def completed_attributes(refs: list[Ref]) -> Dataset:

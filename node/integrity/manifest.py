@@ -41,7 +41,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 from node.integrity.signer import ManifestSigner
 from node.storage import audit
 from node.storage.audit import AuditRecord
+from node.storage.files import write_atomic
 
 FORMAT = "dicom-node-integrity-manifest"
 VERSION = 1
@@ -163,22 +163,3 @@ def write_sidecar(
     target = sidecar_path(dcm_path)
     write_atomic(target, render(manifest))
     return target
-
-
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write to ``.<name>.tmp`` beside the target, fsync, rename over it, fsync the folder.
-
-    A reader never sees a half-written sidecar, and after a crash either the old or the
-    new one is there.
-    """
-    temporary = target.with_name(f".{target.name}.tmp")
-    with temporary.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(target)
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

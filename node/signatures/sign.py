@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
-import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +59,7 @@ from node.signatures.profiles import (
     signing_problems,
 )
 from node.signatures.purposes import VERIFICATION, Purpose
+from node.storage.files import write_atomic
 
 CERTIFICATE_TYPE = "X509_1993_SIG"
 _PAD = b"\0"
@@ -201,15 +200,9 @@ def sign_file(source: Path, target: Path, signer: Signer, **options: object) -> 
 
 
 def _write_atomically(ds: Dataset, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            ds.save_as(out, enforce_file_format=True)
-        os.replace(name, target)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    write_atomic(target, buffer.getvalue())
 
 
 def _encode(ds: Dataset) -> Encoded:

@@ -24,6 +24,31 @@ TEMP_DIR = ".tmp"
 QUARANTINE_DIR = ".quarantine"
 
 
+def write_atomic(target: Path, data: bytes) -> None:
+    """Replace a small file (a sidecar, a signed copy) atomically and durably.
+
+    Written to ``.<name>.<random>`` beside the target, fsynced, renamed over it, and the
+    folder fsynced: a reader never sees a half-written file, and after a crash either the
+    old or the new one is there.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def instance_relpath(study_uid: str, series_uid: str, sop_instance_uid: str) -> PurePosixPath:
     """``<study>/<series>/<instance>.dcm``, built only from validated UIDs."""
     return PurePosixPath(
