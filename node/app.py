@@ -6,9 +6,7 @@ OS picks one; ``node.port`` tells which) and whose ``stop()`` drains gracefully.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import sys
 import threading
 import time
@@ -22,21 +20,44 @@ from node.config import NodeConfig
 from node.documents.acquisition_kos import AcquisitionKosBuilder
 from node.errors import ConfigError
 from node.jobs.scheduler import Jobs
+from node.manifests.receiver import ManifestReceiver
 from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
 from node.mpps.workflow import AcquisitionWorkflow
+from node.scu.associate import set_nodelay
 from node.services.associations import AssociationRegistry
-from node.services.contexts import mpps_context, storage_contexts, verification_context
+from node.services.contexts import (
+    mpps_context,
+    query_retrieve_contexts,
+    storage_contexts,
+    verification_context,
+)
 from node.services.echo import handle_echo
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
+from node.services.qr import QueryRetrieveService
 from node.services.store import StoreService
 from node.services.tls import server_context
 from node.storage.archive import Archive
 from node.storage.database import open_database
 from node.storage.files import FileStore
+from node.transfer.queue import TransferQueue
+from node.transfer.sender import TransferSender
+from node.transfer.service import TransferService
 
 log = logging.getLogger("node")
+
+
+class _CurrentStderr(logging.StreamHandler[Any]):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (not at start)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def configure_libraries(config: NodeConfig) -> None:
@@ -45,22 +66,16 @@ def configure_libraries(config: NodeConfig) -> None:
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
+    # Outbound C-STORE of a Path sends the stored bytes from the file (node.scu.store).
+    _config.STORE_SEND_CHUNKED_DATASET = True
     root = logging.getLogger()
     if not any(getattr(h, "_dicom_node", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._dicom_node = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("node").setLevel(config.logging.level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
-
-def _set_nodelay(event: Any) -> None:
-    """Disable Nagle on accepted sockets: each C-STORE response must leave at once."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass
@@ -73,7 +88,10 @@ class Node:
     mpps: MppsService
     workflow: AcquisitionWorkflow
     jobs: Jobs
+    transfers: TransferService
+    manifests: ManifestReceiver
     ae: Any
+    qr: QueryRetrieveService
     server: Any = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -85,17 +103,24 @@ class Node:
         """Listen for associations (non-blocking)."""
         cfg = self.config.node
         handlers = [
-            (evt.EVT_CONN_OPEN, _set_nodelay),
+            (evt.EVT_CONN_OPEN, set_nodelay),
             *self.registry.handlers(),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),
             (evt.EVT_N_SET, self.mpps.handle_set),
+            (evt.EVT_C_FIND, self.qr.handle_find),
+            (evt.EVT_C_MOVE, self.qr.handle_move),
+            (evt.EVT_C_GET, self.qr.handle_get),
         ]
         self.jobs.start()
         resumed = self.workflow.resume()
         if resumed:
             log.info("resumed %d acquisition waits from the database", resumed)
+        waiting = self.manifests.resume()
+        if waiting:
+            log.info("resumed %d Signed Manifest waits from the database", waiting)
+        self.transfers.start()
         ssl_context = server_context(self.config.tls) if self.config.tls else None
         try:
             self.server = self.ae.start_server(
@@ -153,6 +178,17 @@ def ensure_development_key(config: NodeConfig) -> bool:
     return True
 
 
+def open_archive(config: NodeConfig) -> Archive:
+    """The archive and index for a command running beside (or without) a serving node.
+
+    Unlike :func:`build_node` it does not clear the temporary folder: a serving node
+    may be writing there.
+    """
+    files = FileStore(config.storage.archive, fsync=config.storage.fsync)
+    files.ensure_folders()
+    return Archive(files, open_database(config.storage.database))
+
+
 def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     """Wire a node from its configuration; ``files`` lets tests inject a storage layer."""
     files = files or FileStore(config.storage.archive, fsync=config.storage.fsync)
@@ -163,9 +199,16 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     registry = AssociationRegistry(AccessPolicy(config), archive)
     inflight = InFlight()
     jobs = Jobs()
-    tracker = AcquisitionTracker(archive.engine, AcquisitionKosBuilder(config, archive))
+    queue = TransferQueue(archive.engine)
+    transfers = TransferService(config, queue, TransferSender(config, archive, queue), jobs)
+    tracker = AcquisitionTracker(
+        archive.engine, AcquisitionKosBuilder(config, archive), on_built=transfers.on_kos_built
+    )
     workflow = AcquisitionWorkflow(tracker, jobs)
-    store = StoreService(archive, registry, inflight, listeners=[workflow.on_stored])
+    manifests = ManifestReceiver(config, archive, jobs)
+    store = StoreService(
+        archive, registry, inflight, listeners=[workflow.on_stored, manifests.on_stored]
+    )
     mpps = MppsService(
         MppsRegistry(archive.engine, config.acquisition.completion_timeout),
         registry,
@@ -182,6 +225,27 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     # Access control is ours (node.access): pynetdicom's own checks stay off.
     ae.require_called_aet = False
     ae.require_calling_aet = []
-    contexts = [verification_context(), mpps_context(), *storage_contexts()]
-    ae.supported_contexts = contexts
-    return Node(config, archive, registry, store, inflight, mpps, workflow, jobs, ae)
+    contexts = [
+        verification_context(),
+        mpps_context(),
+        *query_retrieve_contexts(),
+        *storage_contexts(),
+    ]
+    for cx in contexts:  # not ae.supported_contexts = ...: that setter drops the roles
+        syntax = str(cx.abstract_syntax)
+        ae.add_supported_context(syntax, cx.transfer_syntax, cx.scu_role, cx.scp_role)
+    qr = QueryRetrieveService(config, archive, registry)
+    return Node(
+        config,
+        archive,
+        registry,
+        store,
+        inflight,
+        mpps,
+        workflow,
+        jobs,
+        transfers,
+        manifests,
+        ae,
+        qr,
+    )

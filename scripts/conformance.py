@@ -8,6 +8,9 @@ from __future__ import annotations
 from pydicom.uid import UID
 
 from node.services.contexts import (
+    QR_FIND_SOP_CLASSES,
+    QR_GET_SOP_CLASSES,
+    QR_MOVE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION_TRANSFER_SYNTAXES,
     storage_sop_classes,
@@ -29,12 +32,23 @@ def main() -> None:
         f"| all {len(storage_sop_classes())} storage SOP classes of pynetdicom | SCP | "
         "every syntax in the list below |"
     )
+    for classes, role in (
+        (QR_FIND_SOP_CLASSES, "SCP (C-FIND)"),
+        (QR_MOVE_SOP_CLASSES, "SCP (C-MOVE)"),
+        (QR_GET_SOP_CLASSES, "SCP (C-GET)"),
+    ):
+        for uid in classes:
+            print(f"| {_name(uid)} | {role} | {syntaxes} |")
+    print(
+        "| the same storage SOP classes | SCU (C-MOVE and C-GET sub-operations; SCP/SCU "
+        "role selection accepted for C-GET) | the syntax each instance is stored in |"
+    )
     print("\nStorage transfer syntaxes (stored as received, never transcoded):\n")
     for ts in STORAGE_TRANSFER_SYNTAXES:
         print(f"- {_name(ts)}")
-    print("\nStatuses:\n")
-    for status in Status:
-        print(f"- `0x{int(status):04X}` {status.name}")
+    print("\nStatuses (a code with two names is listed under each):\n")
+    for name, status in Status.__members__.items():
+        print(f"- `0x{int(status):04X}` {name}")
 
 
 if __name__ == "__main__":

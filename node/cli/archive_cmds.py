@@ -56,7 +56,45 @@ def run_status(args: argparse.Namespace) -> int:
     verdict = "intact" if chain.ok else f"BROKEN at record {chain.broken_seq}"
     print(f"audit log   {chain.count} records, chain {verdict}")
     _print_procedures(engine)
+    _print_transfers(engine)
+    _print_manifests(engine)
     return EXIT_OK
+
+
+def _print_transfers(engine: Engine) -> None:
+    """The partner queue: each transfer, its attempts and its last error."""
+    from node.transfer.queue import OPEN_STATES, TransferQueue
+
+    queue = TransferQueue(engine)
+    for t in queue.all():
+        counts = queue.counts(t.transfer_id)
+        line = (
+            f"transfer    {t.transfer_id} study {t.study_uid} to {t.partner}: {t.state}, "
+            f"{counts.sent} sent, {counts.pending} pending, {counts.refused} refused, "
+            f"{t.attempts} attempts"
+        )
+        if t.state in OPEN_STATES and t.attempts:
+            line += f", next at {t.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
+        if t.manifest_uid:
+            line += f", manifest {t.manifest_uid}"
+        if t.last_error:
+            line += f" (last error: {t.last_error})"
+        print(line)
+
+
+def _print_manifests(engine: Engine) -> None:
+    """Received Signed Manifests and their results (details: ``dicom-node manifests``)."""
+    from node.manifests.receiver import all_manifests
+
+    for m in all_manifests(engine):
+        line = f"manifest    {m.manifest_uid} from {m.calling_ae or '?'}: {m.state}"
+        if m.missing:
+            line += f", {len(m.missing)} missing"
+        if m.altered:
+            line += f", {len(m.altered)} altered: {' '.join(m.altered)}"
+        if m.detail:
+            line += f" ({m.detail})"
+        print(line)
 
 
 def _print_procedures(engine: Engine) -> None:

@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "node.cli.archive_cmds",
     "node.cli.signing_cmds",
     "node.cli.manifest_cmds",
+    "node.cli.retrieve_cmds",
+    "node.cli.transfer_cmds",
+    "node.cli.report_cmds",
 )
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, config_path, load
 from node.config import NodeConfig
 from node.errors import UsageError
+
+if TYPE_CHECKING:
+    from node.signatures.references import Lookup
 
 PROFILES = ("none", "base", "creator", "authorization", "sr", "sr-verification")
 CREATE_MACS = ("SHA256", "SHA384", "SHA512")
@@ -149,15 +152,22 @@ def verify_command(args: argparse.Namespace) -> int:
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise UsageError(f"no such file: {', '.join(missing)}")
+    # The configuration gives the trust store and the archive; neither is needed when
+    # --trust and --refs are both given.
+    config = optional_config(args) if not (args.trust and args.refs is not None) else None
     if args.trust:
         trust = load_trust(args.trust)
     else:
-        config = optional_config(args)
         trust = load_trust(config.trust) if config is not None else []
     if not trust:
         print("note: no trusted certificates (use --trust or 'trust' in the configuration)")
     profile = Profile(args.require_profile) if args.require_profile else None
-    lookup = directory_lookup(args.refs) if args.refs is not None else None
+    # PS3.17 W case 1 step 11: referenced materials are checked in DIR, else in the archive.
+    lookup: Lookup | None
+    if args.refs is not None:
+        lookup = directory_lookup(args.refs)
+    else:
+        lookup = archive_lookup(config) if config is not None else None
     all_ok = True
     for path in args.files:
         all_ok &= verify_one(path, trust, profile, lookup)
@@ -175,6 +185,7 @@ def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
     except NodeError as exc:
         print(f"{path}: FAILED: {exc}")
         return False
+    moments = signing_moments(path)
     for number, result in enumerate(report.signatures, start=1):
         verdict = "OK" if result.ok else "FAILED: " + "; ".join(result.problems)
         print(
@@ -182,10 +193,13 @@ def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
             f'signer="{result.signer or "?"}" alg={result.algorithm or "?"} '
             f"elements={result.elements_signed} {verdict}"
         )
+        if result.uid in moments:
+            print(f"{path}: #{number} {moments[result.uid]}")
     for note in report.notes:
         print(f"{path}: note: {note}")
     problems = list(report.problems)
     checked_refs = 0
+    failed_refs: list[str] = []
     if lookup is not None and _is_sr(path):
         for check in check_document_references(path, lookup, trust=trust):
             checked_refs += 1
@@ -193,12 +207,84 @@ def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
             state += "; ".join(check.problems)
             print(f"{path}: reference {check.sop_instance_uid}: {state}")
             problems += [f"reference {check.sop_instance_uid}: {p}" for p in check.problems]
+            if not check.ok:
+                failed_refs.append(check.sop_instance_uid)
+    if failed_refs:
+        print(f"{path}: referenced instances altered or missing: {', '.join(failed_refs)}")
     if problems:
         print(f"{path}: FAILED: {len(problems)} problem(s): " + "; ".join(problems))
         return False
     refs = f", {checked_refs} secure references" if lookup is not None else ""
     print(f"{path}: VERIFIED ({len(report.signatures)} signatures{refs})")
     return True
+
+
+def archive_lookup(config: NodeConfig) -> Lookup | None:
+    """Find referenced instances in the node's archive by SOP Instance UID (or None)."""
+    from node.storage.database import open_database
+    from node.storage.files import FileStore
+    from node.storage.index import find_instance
+
+    url = config.storage.database
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None  # no archive here: do not create an empty index just to look
+    engine = open_database(url)
+    files = FileStore(config.storage.archive)
+
+    def lookup(uid: str) -> Path | None:
+        with engine.connect() as conn:
+            row = find_instance(conn, uid)
+        return files.path(row.path) if row is not None else None
+
+    return lookup
+
+
+def signing_moments(path: Path) -> dict[str, str]:
+    """Per signature UID: when it was made and the certificate's validity then (W step 10).
+
+    The check itself is part of every verification (node.signatures.verify); this only
+    shows the facts next to the verdict.
+    """
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+    from pydicom.errors import InvalidDicomError
+
+    from node.signatures.keys import certificate_from_dicom
+    from node.signatures.verify import parse_datetime
+
+    found: dict[str, str] = {}
+
+    def walk(ds: Dataset) -> None:
+        for element in ds:
+            if element.VR != "SQ":
+                continue
+            for item in element.value:
+                if element.tag == 0xFFFAFFFA:
+                    found.update(_moment(item))
+                walk(item)
+
+    def _moment(item: Dataset) -> dict[str, str]:
+        uid = str(item.get("DigitalSignatureUID", ""))
+        when = parse_datetime(str(item.get("DigitalSignatureDateTime", "")))
+        try:
+            cert = certificate_from_dicom(bytes(item.get("CertificateOfSigner") or b""))
+        except ValueError:
+            return {}
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        verdict = (
+            "certificate valid at signing"
+            if when is not None and start <= when <= end
+            else "certificate NOT valid at signing"
+        )
+        signed = f"{when:%Y-%m-%d %H:%M:%S} UTC" if when is not None else "at an unknown time"
+        return {uid: f"signed {signed}; certificate valid {start:%Y-%m-%d %H:%M:%S} to "
+                f"{end:%Y-%m-%d %H:%M:%S} UTC: {verdict}"}  # fmt: skip
+
+    try:
+        walk(dcmread(path, stop_before_pixels=True))
+    except (InvalidDicomError, OSError, ValueError, AttributeError, TypeError, KeyError):
+        return {}  # the verification above already reports an unreadable file
+    return found
 
 
 def _is_sr(path: Path) -> bool:

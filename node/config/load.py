@@ -23,14 +23,20 @@ from node.config.model import (
     LocalNode,
     LoggingConfig,
     MacAlgorithm,
+    ManifestsConfig,
     NodeConfig,
     Peer,
     RemoteAE,
+    ReportingConfig,
+    ReportingPerson,
     RetryPolicy,
     Role,
+    SendRule,
+    SendTrigger,
     SigningConfig,
     StorageConfig,
     TLSConfig,
+    TransfersConfig,
 )
 from node.errors import ConfigError
 
@@ -145,6 +151,13 @@ class _Reader:
         if not match:
             raise ValueError(f"must be a duration such as 30s, 10m or 2h (got {value!r})")
         return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+    def number_duration(self, value: object) -> float:
+        """A duration that must be more than zero."""
+        seconds = self.duration(value)
+        if seconds <= 0:
+            raise ValueError(f"must be more than zero (got {value!r})")
+        return seconds
 
     def number(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -269,7 +282,7 @@ def _trust(r: _Reader, raw: object, signing: SigningConfig) -> tuple[Path, ...]:
 
 
 def _peer(r: _Reader, raw: object) -> Peer | None:
-    s = r.section(raw, {"ae_title", "host", "roles", "name"})
+    s = r.section(raw, {"ae_title", "host", "roles", "name", "port"})
     if not s and raw is not None and not isinstance(raw, Mapping):
         return None
     ae = r.required(s, "ae_title", r.ae_title)
@@ -278,7 +291,11 @@ def _peer(r: _Reader, raw: object) -> Peer | None:
         host=r.field(s, "host", r.text, None),
         roles=r.field(s, "roles", r.roles, ALL_ROLES),
         name=r.field(s, "name", r.text, None),
+        port=r.field(s, "port", r.port, None),
     )
+    if peer.port is not None and "host" not in s:
+        with r.at("host"):
+            r.error("is required when port is given (the C-MOVE destination address)")
     return peer if ae else None
 
 
@@ -355,6 +372,104 @@ def _tls(r: _Reader, raw: object) -> TLSConfig | None:
     )
 
 
+def _send_rule(r: _Reader, raw: object, partners: list[RemoteAE]) -> SendRule | None:
+    s = r.section(raw, {"when", "from", "partner"})
+    triggers = tuple(t.value for t in SendTrigger)
+    when = r.field(s, "when", r.choice(triggers), SendTrigger.ACQUISITION_KOS.value)
+    from_ae = r.field(s, "from", r.ae_title, None)
+    partner = r.required(s, "partner", r.text)
+    if partner is not None and not any(partner in (p.name, p.ae_title) for p in partners):
+        with r.at("partner"):
+            r.error(f"no partner named {partner!r} in partners")
+        return None
+    if partner is None:
+        return None
+    return SendRule(partner=partner, when=SendTrigger(when), from_ae=from_ae)
+
+
+def _transfers(r: _Reader, raw: object, partners: list[RemoteAE]) -> TransfersConfig:
+    s = r.section(raw, {"rules", "poll_interval"})
+    rules: list[SendRule] = []
+    with r.at("rules"):
+        for i, item in enumerate(r.listing(s.get("rules"))):
+            with r.at(i):
+                rule = _send_rule(r, item, partners)
+            if rule:
+                rules.append(rule)
+    default = TransfersConfig()
+    return TransfersConfig(
+        rules=tuple(rules),
+        poll_interval=r.field(s, "poll_interval", r.number_duration, default.poll_interval),
+    )
+
+
+def _manifests(r: _Reader, raw: object) -> ManifestsConfig:
+    s = r.section(raw, {"wait", "reports"})
+    default = ManifestsConfig()
+    return ManifestsConfig(
+        wait=r.field(s, "wait", r.duration, default.wait),
+        reports=r.field(s, "reports", r.path, r.path(str(default.reports))),
+    )
+
+
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+
+
+def _web_url(value: object) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^/?#\s]+[^\s]*$", value):
+        raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+    return value
+
+
+def _language(value: object) -> str:
+    if not isinstance(value, str) or not _LANGUAGE_TAG.match(value):
+        raise ValueError(f"must be an RFC 5646 language tag such as en-US (got {value!r})")
+    return value
+
+
+def _reporting_person(r: _Reader, raw: object) -> ReportingPerson | None:
+    keys = {"name", "key", "certificate", "passphrase_env", "observer_id"}
+    s = r.section(raw, keys | {"observer_scheme", "institution"})
+    name = r.required(s, "name", r.text)
+    key = r.required(s, "key", r.existing_file)
+    certificate = r.required(s, "certificate", r.existing_file)
+    person = ReportingPerson(
+        name=name or "",
+        key=key or Path(),
+        certificate=certificate or Path(),
+        passphrase_env=r.field(s, "passphrase_env", r.env_name, None),
+        observer_id=r.field(s, "observer_id", r.text, None),
+        observer_scheme=r.field(s, "observer_scheme", r.text, "99LOCAL"),
+        institution=r.field(s, "institution", r.text, None),
+    )
+    return person if name and key and certificate else None
+
+
+def _reporting(r: _Reader, raw: object, sources: list[RemoteAE]) -> ReportingConfig:
+    keys = {"wado_base_url", "source", "language", "language_meaning", "institution"}
+    s = r.section(raw, keys | {"output", "people"})
+    d = ReportingConfig()
+    source = r.field(s, "source", r.text, None)
+    if source is not None and not any(source in (x.name, x.ae_title) for x in sources):
+        with r.at("source"):
+            r.error(f"no source named {source!r} in sources")
+    people: list[ReportingPerson | None] = []
+    with r.at("people"):
+        for i, item in enumerate(r.listing(s.get("people"))):
+            with r.at(i):
+                people.append(_reporting_person(r, item))
+    _unique(r, "people", [p.name.casefold() if p else None for p in people])
+    return ReportingConfig(
+        wado_base_url=r.field(s, "wado_base_url", _web_url, None),
+        source=source,
+        language=r.field(s, "language", _language, d.language),
+        language_meaning=r.field(s, "language_meaning", r.text, d.language_meaning),
+        institution=r.field(s, "institution", r.text, d.institution),
+        output=r.field(s, "output", r.path, r.path(str(d.output))),
+        people=tuple(p for p in people if p),
+    )
+
+
 def _unique(r: _Reader, section: str, values: list[str | None]) -> None:
     seen: set[str] = set()
     for i, value in enumerate(values):
@@ -372,7 +487,9 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> NodeCo
     top = r.section(
         data,
         {"node", "storage", "signing", "trust", "peers", "partners", "sources"}
-        | {"acquisition", "tls", "logging"},
+        | {"acquisition", "tls", "logging"}
+        | {"transfers", "manifests"}
+        | {"reporting"},
     )
 
     with r.at("node"):
@@ -405,6 +522,12 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> NodeCo
         acquisition = AcquisitionConfig(
             completion_timeout=r.field(acq, "completion_timeout", r.duration, 600.0)
         )
+    with r.at("transfers"):
+        transfers = _transfers(r, top.get("transfers"), remotes["partners"])
+    with r.at("manifests"):
+        manifests = _manifests(r, top.get("manifests"))
+    with r.at("reporting"):
+        reporting = _reporting(r, top.get("reporting"), remotes["sources"])
     with r.at("tls"):
         tls = _tls(r, top.get("tls"))
     with r.at("logging"):
@@ -423,6 +546,9 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> NodeCo
         partners=tuple(remotes["partners"]),
         sources=tuple(remotes["sources"]),
         acquisition=acquisition,
+        transfers=transfers,
+        manifests=manifests,
+        reporting=reporting,
         tls=tls,
         logging=logging,
     )

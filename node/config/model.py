@@ -92,12 +92,17 @@ class ClientTLS:
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """A remote AE that may associate with us, from one host, with some roles."""
+    """A remote AE that may associate with us, from one host, with some roles.
+
+    ``port`` is where the peer listens: with ``host`` it makes the peer a C-MOVE
+    destination of our Q/R SCP.
+    """
 
     ae_title: str
     host: str | None = None
     roles: frozenset[Role] = ALL_ROLES
     name: str | None = None
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,78 @@ class AcquisitionConfig:
     completion_timeout: float = 600.0
 
 
+class SendTrigger(enum.StrEnum):
+    """Events that can queue a transfer by rule."""
+
+    ACQUISITION_KOS = "acquisition-kos"  # a Signed Complete Acquisition Content KOS was built
+
+
+@dataclass(frozen=True, slots=True)
+class SendRule:
+    """Queue a transfer of the study to ``partner`` when ``when`` happens.
+
+    ``from_ae``: only for procedures reported (MPPS N-CREATE) by this calling AE.
+    """
+
+    partner: str
+    when: SendTrigger = SendTrigger.ACQUISITION_KOS
+    from_ae: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransfersConfig:
+    """Outgoing transfers to partners (PS3.17 Annex W case 2, sending side)."""
+
+    rules: tuple[SendRule, ...] = ()
+    poll_interval: float = 5.0  # how often the serving node looks for newly queued transfers
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestsConfig:
+    """Received "Signed Manifest" KOS checks (PS3.17 Annex W case 2, receiving side)."""
+
+    wait: float = 600.0  # how long to wait for instances listed but not yet arrived
+    reports: Path = Path("var/manifests")  # one JSON report per received manifest
+
+
+@dataclass(frozen=True, slots=True)
+class ReportingPerson:
+    """Someone who authors or verifies reports, and the key that signs for them.
+
+    ``name`` is a DICOM person name (``Family^Given``); ``observer_id`` (with
+    ``observer_scheme``) becomes the Person Identification Code of the observer.
+    """
+
+    name: str
+    key: Path
+    certificate: Path
+    passphrase_env: str | None = None
+    observer_id: str | None = None
+    observer_scheme: str = "99LOCAL"
+    institution: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportingConfig:
+    """Dictation reports (PS3.17 Annex X): CDA links, where key-image KOS come from, who signs."""
+
+    wado_base_url: str | None = None  # WADO-URI base for CDA links (PS3.17 Table X.3-1)
+    source: str | None = None  # configured source to fetch "For Report Attachment" KOS from
+    language: str = "en-US"  # RFC 5646 tag of TID 1204 (Language of Content)
+    language_meaning: str = "English (United States)"
+    institution: str = ""  # custodial and verifying organization
+    output: Path = Path("var/reports")  # drafts and CDA documents
+    people: tuple[ReportingPerson, ...] = ()
+
+    def person(self, name: str) -> ReportingPerson | None:
+        """A person by name (case-insensitive) or by observer ID."""
+        wanted = name.strip().casefold()
+        for person in self.people:
+            if person.name.casefold() == wanted or person.observer_id == name.strip():
+                return person
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
@@ -148,6 +225,9 @@ class NodeConfig:
     partners: tuple[RemoteAE, ...] = ()
     sources: tuple[RemoteAE, ...] = ()
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
+    transfers: TransfersConfig = field(default_factory=TransfersConfig)
+    manifests: ManifestsConfig = field(default_factory=ManifestsConfig)
+    reporting: ReportingConfig = field(default_factory=ReportingConfig)
     tls: TLSConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -156,6 +236,16 @@ class NodeConfig:
         for peer in self.peers:
             if peer.ae_title == ae_title:
                 return peer
+        return None
+
+    def partner(self, name_or_ae: str) -> RemoteAE | None:
+        """A partner by name or AE title (names first)."""
+        for partner in self.partners:
+            if partner.name == name_or_ae:
+                return partner
+        for partner in self.partners:
+            if partner.ae_title == name_or_ae:
+                return partner
         return None
 
     def remote(self, name_or_ae: str) -> RemoteAE | None:

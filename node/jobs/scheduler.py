@@ -74,5 +74,17 @@ class Jobs:
             replace_existing=True,
         )
 
+    def every(self, key: str, seconds: float, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` every ``seconds`` from now on (a poll); replaces ``key``."""
+        self._scheduler.add_job(
+            _guarded(key, func),
+            "interval",
+            seconds=seconds,
+            args=args,
+            id=key,
+            replace_existing=True,
+            max_instances=1,  # a slow poll is not stacked behind itself
+        )
+
     def pending(self) -> list[tuple[str, datetime]]:
         return [(job.id, job.next_run_time) for job in self._scheduler.get_jobs()]

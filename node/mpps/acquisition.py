@@ -57,9 +57,16 @@ class Acquisition:
 
 
 class AcquisitionTracker:
-    def __init__(self, engine: Engine, build_kos: KosBuilder) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        build_kos: KosBuilder,
+        on_built: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.build_kos = build_kos
+        # Called with (MPPS UID, KOS UID) once, right after a KOS is built (send rules).
+        self.on_built = on_built
 
     def get(self, mpps_uid: str) -> Acquisition | None:
         with self.engine.connect() as conn:
@@ -118,6 +125,11 @@ class AcquisitionTracker:
             self._finish(mpps_uid, FAILED, AcquisitionEvent.KOS_FAILED, acq, detail=str(exc))
             return FAILED
         self._finish(mpps_uid, KOS_BUILT, AcquisitionEvent.COMPLETE, acq, kos_uid=kos_uid)
+        if self.on_built is not None:
+            try:
+                self.on_built(mpps_uid, kos_uid)
+            except Exception:  # the KOS is built and recorded; a follow-up must not undo that
+                log.exception("after-KOS action failed for MPPS %s", mpps_uid)
         return KOS_BUILT
 
     def expire(self, mpps_uid: str) -> str:

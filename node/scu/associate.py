@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from pynetdicom import AE
+from pynetdicom import AE, evt
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -15,11 +18,32 @@ from node.errors import OperationFailed
 from node.services.tls import client_context
 
 
+def set_nodelay(event: Any) -> None:
+    """EVT_CONN_OPEN handler: disable Nagle's algorithm on the association's socket.
+
+    Without it the last segment of each message waits for the peer's delayed ACK, and
+    every C-STORE costs tens of milliseconds on loopback (both as SCU and as SCP).
+    """
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 @contextmanager
 def associate(
-    config: NodeConfig, remote: RemoteAE, contexts: Sequence[PresentationContext] | None = None
+    config: NodeConfig,
+    remote: RemoteAE,
+    contexts: Sequence[PresentationContext] | None = None,
+    *,
+    ext_neg: Sequence[Any] = (),
+    evt_handlers: Sequence[Any] = (),
 ) -> Iterator[Any]:
-    """An established association to ``remote``, released on exit."""
+    """An established association to ``remote``, released on exit.
+
+    ``ext_neg`` (for example SCP/SCU role selection items) and ``evt_handlers`` are
+    passed to pynetdicom unchanged.
+    """
     ae = AE(ae_title=config.node.ae_title)
     ae.acse_timeout = config.node.acse_timeout
     ae.dimse_timeout = config.node.dimse_timeout
@@ -29,12 +53,40 @@ def associate(
     else:
         ae.add_requested_context(Verification)
     tls_args = (client_context(remote.tls), remote.host) if remote.tls else None
-    assoc = ae.associate(remote.host, remote.port, ae_title=remote.ae_title, tls_args=tls_args)
+    rejections: list[str] = []
+    opened: list[bool] = []
+
+    def on_pdu(event: Any) -> None:
+        # Keep an A-ASSOCIATE-RJ and its reason as the PDU arrives: when the peer closes
+        # the connection right after it, pynetdicom (3.0) may report an abort instead.
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            try:
+                rejections.append(event.pdu.reason_str)
+            except ValueError:
+                rejections.append("reason not valid")
+
+    assoc = ae.associate(
+        remote.host,
+        remote.port,
+        ae_title=remote.ae_title,
+        tls_args=tls_args,
+        ext_neg=list(ext_neg) or None,
+        evt_handlers=[
+            *evt_handlers,
+            (evt.EVT_PDU_RECV, on_pdu),
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, lambda _event: opened.append(True)),
+        ],
+    )
     if not assoc.is_established:
-        # pynetdicom reports a refused TCP connection as an abort without a socket.
-        connected = getattr(assoc.dul.socket, "_is_connected", False)
-        if assoc.is_rejected:
+        # pynetdicom reports a refused TCP connection as an abort without a socket; a
+        # peer that closes without answering has closed the socket too, so remember
+        # whether the connection was ever made.
+        connected = bool(opened) or getattr(assoc.dul.socket, "_is_connected", False)
+        if assoc.is_rejected or rejections:
             why = "rejected the association"
+            if rejections:
+                why += f" ({rejections[0]})"
         elif assoc.is_aborted and connected:
             why = "aborted the association"
         else:

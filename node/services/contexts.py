@@ -26,6 +26,12 @@ from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ModalityPerformedProcedureStep,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -72,5 +78,36 @@ def verification_context() -> PresentationContext:
 
 
 def storage_contexts() -> list[PresentationContext]:
-    """The Storage SCP contexts: each storage SOP class with every accepted syntax."""
-    return [build_context(uid, list(STORAGE_TRANSFER_SYNTAXES)) for uid in storage_sop_classes()]
+    """The Storage SCP contexts: each storage SOP class with every accepted syntax.
+
+    Both roles are accepted when a requestor proposes them (PS3.7 D.3.3.4): a C-GET
+    requestor proposes the SCP role so that we send the C-STORE sub-operations on its
+    association (PS3.4 C.4.3). Without a role proposal the default roles apply.
+    """
+    syntaxes: list[str | UID] = list(STORAGE_TRANSFER_SYNTAXES)
+    contexts = [build_context(uid, syntaxes) for uid in storage_sop_classes()]
+    for context in contexts:
+        context.scu_role = True
+        context.scp_role = True
+    return contexts
+
+
+# Query/Retrieve SOP classes of the Q/R SCP (PS3.4 C.6.1.3, C.6.2.3), by DIMSE service.
+QR_FIND_SOP_CLASSES: tuple[UID, ...] = (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+QR_MOVE_SOP_CLASSES: tuple[UID, ...] = (
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+QR_GET_SOP_CLASSES: tuple[UID, ...] = (
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+QR_SOP_CLASSES = (*QR_FIND_SOP_CLASSES, *QR_MOVE_SOP_CLASSES, *QR_GET_SOP_CLASSES)
+
+
+def query_retrieve_contexts() -> list[PresentationContext]:
+    """The Q/R SCP contexts: Patient Root and Study Root FIND, MOVE and GET."""
+    return [build_context(uid, list(VERIFICATION_TRANSFER_SYNTAXES)) for uid in QR_SOP_CLASSES]

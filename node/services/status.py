@@ -23,6 +23,16 @@ class Status(enum.IntEnum):
     FAILURE_INVALID_SOP_INSTANCE = 0x0117
     FAILURE_MISSING_ATTRIBUTE = 0x0120
     FAILURE_MISSING_ATTRIBUTE_VALUE = 0x0121
+    # Query/Retrieve C-FIND, C-MOVE, C-GET (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4).
+    PENDING = 0xFF00
+    PENDING_OPTIONAL_KEYS_NOT_SUPPORTED = 0xFF01
+    CANCEL = 0xFE00
+    WARNING_SUBOPERATIONS_INCOMPLETE = 0xB000  # same code as the storage coercion warning
+    FAILURE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # same code as the storage A900
+    FAILURE_UNABLE_TO_PROCESS = 0xC000  # same code as "cannot understand"
+    FAILURE_UNABLE_TO_CALCULATE_MATCHES = 0xA701
+    FAILURE_UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
+    FAILURE_MOVE_DESTINATION_UNKNOWN = 0xA801
 
 
 # A duplicate SOP Instance UID with different bytes: the first copy is kept, so what

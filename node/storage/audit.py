@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,14 @@ class AuditEvent:
     DUPLICATE_CONFLICT = "duplicate-conflict"
     STORE_FAILED = "store-failed"
     EXPORTED = "exported"
+    REPORT_CREATED = "report-created"  # a dictation report draft and its CDA were written
+    REPORT_SIGNED = "report-signed"  # a report got its author signature and was archived
+    REPORT_VERIFIED = "report-verified"  # a verified report (new instance) was archived
+    RETRIEVED = "retrieved"  # arrived by C-GET/C-MOVE we requested (source, method, WADO URL)
+    RETRIEVE_FAILED = "retrieve-failed"  # a requested object did not arrive
+    INSTANCE_SENT = "instance-sent"  # a C-MOVE/C-GET sub-operation a peer acknowledged
+    C_MOVE_SERVED = "c-move-served"  # our Q/R SCP answered a C-MOVE (counts, status)
+    C_GET_SERVED = "c-get-served"  # our Q/R SCP answered a C-GET (counts, status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,47 @@ def append(
         )
     )
     return AuditRecord(seq, when, event, study_uid, sop_instance_uid, body, prev, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One record to append with :func:`append_many`."""
+
+    event: str
+    study_uid: str | None = None
+    sop_instance_uid: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
+def append_many(conn: Connection, entries: Sequence[Entry]) -> None:
+    """Append several records, chained in order, with one read and one insert statement."""
+    if not entries:
+        return
+    last = conn.execute(
+        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+    ).first()
+    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
+    rows = []
+    for entry in entries:
+        when = utc_now()
+        body = dict(entry.details or {})
+        digest = record_hash(
+            seq, when, entry.event, entry.study_uid, entry.sop_instance_uid, body, prev
+        )
+        rows.append(
+            {
+                "seq": seq,
+                "recorded_at": when,
+                "event": entry.event,
+                "study_uid": entry.study_uid,
+                "sop_instance_uid": entry.sop_instance_uid,
+                "details": canonical_json(body).decode(),
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        seq, prev = seq + 1, digest
+    conn.execute(audit_log.insert(), rows)
 
 
 def _rows(conn: Connection, where: Any = None) -> Iterator[AuditRecord]:

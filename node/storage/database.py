@@ -154,6 +154,71 @@ acquisitions = Table(
     Column("updated_at", String(40), nullable=False),
 )
 
+# Outgoing transfers to partners (PS3.17 Annex W case 2). The state lives here, not in
+# the scheduler, so a transfer survives restarts; see node.transfer.queue for the states.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("transfer_id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("partner", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("trigger", String(200), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", String(40), nullable=False),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("manifest_uid", String(64)),
+    Column("queued_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+    Index("ix_transfers_state", "state"),
+)
+
+# One row per instance of a transfer: pending, sent (Success or Warning) or refused.
+transfer_items = Table(
+    "transfer_items",
+    metadata,
+    Column("transfer_id", Integer, ForeignKey("transfers.transfer_id"), primary_key=True),
+    Column("sop_instance_uid", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("status", Integer),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+# Received "Signed Manifest" KOS documents and the result of checking them.
+received_manifests = Table(
+    "received_manifests",
+    metadata,
+    Column("manifest_uid", String(64), primary_key=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("calling_ae", String(16), nullable=False),
+    # waiting (instances missing, before the deadline) -> verified | incomplete | altered
+    # | untrusted
+    Column("state", String(16), nullable=False),
+    Column("deadline", String(40), nullable=False),
+    Column("signer", Text, nullable=False, default=""),
+    Column("referenced", Integer, nullable=False, default=0),
+    Column("missing", Text, nullable=False, default="[]"),
+    Column("altered", Text, nullable=False, default="[]"),
+    Column("detail", Text, nullable=False, default=""),
+    Column("report", Text, nullable=False, default=""),
+    Column("received_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+# Which instances each received manifest lists: a stored instance finds its manifests here.
+manifest_references = Table(
+    "manifest_references",
+    metadata,
+    Column(
+        "manifest_uid",
+        String(64),
+        ForeignKey("received_manifests.manifest_uid"),
+        primary_key=True,
+    ),
+    Column("sop_instance_uid", String(64), primary_key=True),
+    Index("ix_manifest_references_instance", "sop_instance_uid"),
+)
+
 # The audit log is append-only: the database refuses edits and deletions. Someone with
 # raw access to the file can still drop these triggers; the hash chain detects that.
 _SQLITE_APPEND_ONLY = (

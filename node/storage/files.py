@@ -76,13 +76,20 @@ class FileStore:
         self._tmp = root / TEMP_DIR
 
     def prepare(self) -> int:
-        """Create the folders and remove temporary files a crash left; return how many."""
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        """Create the folders and remove temporary files a crash left; return how many.
+
+        Only the serving node may call this: another process's writes in progress
+        would be removed. Commands running beside it use :meth:`ensure_folders`.
+        """
+        self.ensure_folders()
         removed = 0
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def ensure_folders(self) -> None:
+        self._tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, relpath: PurePosixPath | str) -> Path:
         return self.root / relpath

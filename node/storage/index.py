@@ -105,6 +105,13 @@ def _instance_query() -> Any:
     ).join(series, series.c.series_uid == instances.c.series_uid)
 
 
+def instance_rows(conn: Connection, *where: Any) -> list[InstanceRow]:
+    """Archived instances matching the ``where`` clauses, in series and instance order."""
+    query = _instance_query().where(*where)
+    query = query.order_by(series.c.series_number, instances.c.instance_number, instances.c.path)
+    return [InstanceRow(*r) for r in conn.execute(query)]
+
+
 def find_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None:
     row = conn.execute(
         _instance_query().where(instances.c.sop_instance_uid == sop_instance_uid)

@@ -68,3 +68,17 @@ def test_rehashed_record_breaks_the_next_link(engine: Engine) -> None:
     report = audit.verify_chain(engine)
     assert report.broken_seq == 3
     assert "link" in (report.reason or "")
+
+
+def test_append_many_continues_the_chain(engine: Engine) -> None:
+    before = audit.verify_chain(engine).count
+    with engine.begin() as conn:
+        audit.append_many(
+            conn,
+            [audit.Entry("instance-sent", "1.2", f"1.2.{n}", {"status": 0}) for n in range(3)],
+        )
+        audit.append(conn, "transfer-completed", study_uid="1.2")
+    report = audit.verify_chain(engine)
+    assert report.ok and report.count == before + 4
+    records = audit.records(engine)
+    assert [r.sop_instance_uid for r in records[-4:-1]] == ["1.2.0", "1.2.1", "1.2.2"]

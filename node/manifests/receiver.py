@@ -1,0 +1,301 @@
+"""Received Signed Manifests: register on arrival, check, wait for late instances.
+
+PS3.17 Annex W case 2, receiving side. When a KOS titled "Signed Manifest" is stored,
+the node records it with the instances it lists and checks it at once. While listed
+instances are missing, the manifest is ``waiting``: every newly stored instance it lists
+triggers another check, and at the deadline (``manifests.wait``) a manifest still
+missing instances becomes ``incomplete``. The final result goes into the audit log and
+a JSON report (``manifests.reports/<manifest UID>.json``). All state is in the database;
+at start the waits are rescheduled from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import KeyObjectSelectionDocumentStorage
+from sqlalchemy import Engine, insert, select, update
+
+from node.config import NodeConfig
+from node.jobs.scheduler import Jobs
+from node.manifests.check import (
+    FINAL_STATES,
+    VERIFIED,
+    WAITING,
+    Findings,
+    examine,
+    is_signed_manifest,
+    read_title,
+    referenced_items,
+)
+from node.signatures import load_trust
+from node.storage import audit
+from node.storage.archive import Archive, StoreOutcome, StoreResult
+from node.storage.database import instances, manifest_references, received_manifests
+from node.storage.files import write_atomic
+from node.storage.index import find_instance
+
+log = logging.getLogger("node.manifests")
+
+REPORT_FORMAT = "dicom-node-manifest-check"
+REPORT_VERSION = 1
+
+
+class ManifestEvent:
+    RECEIVED = "manifest-received"
+    VERIFIED = "manifest-verified"
+    FAILED = "manifest-check-failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedManifest:
+    manifest_uid: str
+    study_uid: str
+    calling_ae: str
+    state: str
+    deadline: datetime
+    signer: str
+    referenced: int
+    missing: list[str]
+    altered: dict[str, list[str]]
+    detail: str
+    report: str
+    received_at: str
+
+
+def all_manifests(engine: Engine) -> list[ReceivedManifest]:
+    """Every received manifest, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(received_manifests).order_by(received_manifests.c.received_at)
+        ).all()
+    return [_manifest(r) for r in rows]
+
+
+class ManifestReceiver:
+    def __init__(self, config: NodeConfig, archive: Archive, jobs: Jobs) -> None:
+        self.config = config
+        self.archive = archive
+        self.engine = archive.engine
+        self.jobs = jobs
+
+    # --- events ---------------------------------------------------------------------
+    def on_stored(self, outcome: StoreOutcome) -> None:
+        """A stored instance: a new manifest to check, or one a waiting manifest lists."""
+        if outcome.result is not StoreResult.STORED:
+            return
+        header = outcome.header
+        if header.sop_class_uid == KeyObjectSelectionDocumentStorage:
+            path = self.archive.files.path(outcome.relpath)
+            if is_signed_manifest(read_title(path)):
+                self.register(header.sop_instance_uid, path)
+                return
+        with self.engine.connect() as conn:
+            waiting = [
+                r[0]
+                for r in conn.execute(
+                    select(manifest_references.c.manifest_uid)
+                    .join(
+                        received_manifests,
+                        received_manifests.c.manifest_uid == manifest_references.c.manifest_uid,
+                    )
+                    .where(manifest_references.c.sop_instance_uid == header.sop_instance_uid)
+                    .where(received_manifests.c.state == WAITING)
+                )
+            ]
+        for manifest_uid in waiting:
+            self.jobs.soon(f"manifest-check:{manifest_uid}", self.check, manifest_uid)
+
+    def register(self, manifest_uid: str, path: Path) -> None:
+        """Record a newly stored manifest and the instances it lists, then check it."""
+        ds = dcmread(path)
+        listed = sorted(
+            {str(item.get("ReferencedSOPInstanceUID", "")) for item in referenced_items(ds)}
+        )
+        now = datetime.now(UTC)
+        deadline = now + timedelta(seconds=self.config.manifests.wait)
+        with self.engine.begin() as conn:
+            row = find_instance(conn, manifest_uid)
+            calling_ae = row.calling_ae if row else ""
+            conn.execute(
+                insert(received_manifests).values(
+                    manifest_uid=manifest_uid,
+                    study_uid=str(ds.get("StudyInstanceUID", "")),
+                    calling_ae=calling_ae,
+                    state=WAITING,
+                    deadline=deadline.isoformat(timespec="microseconds"),
+                    referenced=len(listed),
+                    received_at=now.isoformat(timespec="microseconds"),
+                    updated_at=now.isoformat(timespec="microseconds"),
+                )
+            )
+            if listed:
+                conn.execute(
+                    insert(manifest_references),
+                    [{"manifest_uid": manifest_uid, "sop_instance_uid": u} for u in listed if u],
+                )
+            audit.append(
+                conn,
+                ManifestEvent.RECEIVED,
+                study_uid=str(ds.get("StudyInstanceUID", "")),
+                sop_instance_uid=manifest_uid,
+                details={"calling_ae": calling_ae, "references": len(listed)},
+            )
+        self.schedule(manifest_uid, deadline)
+
+    def schedule(self, manifest_uid: str, deadline: datetime) -> None:
+        self.jobs.soon(f"manifest-check:{manifest_uid}", self.check, manifest_uid)
+        self.jobs.at(f"manifest-expire:{manifest_uid}", deadline, self.expire, manifest_uid)
+
+    def resume(self) -> int:
+        """Reschedule every waiting manifest from the database; return how many."""
+        waiting = [m for m in all_manifests(self.engine) if m.state == WAITING]
+        for manifest in waiting:
+            self.schedule(manifest.manifest_uid, manifest.deadline)
+        return len(waiting)
+
+    # --- checking -------------------------------------------------------------------
+    def check(self, manifest_uid: str, *, final: bool = False) -> str:
+        """Check a waiting manifest; decide it when nothing is missing or ``final``."""
+        current = self.get(manifest_uid)
+        if current is None or current.state != WAITING:
+            return current.state if current else "unknown"
+        with self.engine.connect() as conn:
+            row = find_instance(conn, manifest_uid)
+        if row is None:
+            return current.state
+        findings = examine(
+            self.archive.files.path(row.path), self._lookup, load_trust(self.config.trust)
+        )
+        verdict = findings.verdict(waiting_allowed=not final)
+        if verdict == WAITING:
+            self._update(manifest_uid, WAITING, findings)
+            return WAITING
+        if self._decide(current, verdict, findings):
+            log.log(
+                logging.INFO if verdict == VERIFIED else logging.WARNING,
+                "Signed Manifest %s from %s: %s",
+                manifest_uid,
+                current.calling_ae,
+                _summary(verdict, findings),
+            )
+        return verdict
+
+    def expire(self, manifest_uid: str) -> str:
+        """The wait is over: decide with what has arrived."""
+        return self.check(manifest_uid, final=True)
+
+    def get(self, manifest_uid: str) -> ReceivedManifest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(received_manifests).where(received_manifests.c.manifest_uid == manifest_uid)
+            ).first()
+        return _manifest(row) if row else None
+
+    def _lookup(self, uid: str) -> Path | None:
+        with self.engine.connect() as conn:
+            path = conn.execute(
+                select(instances.c.path).where(instances.c.sop_instance_uid == uid)
+            ).scalar()
+        return self.archive.files.path(path) if path else None
+
+    def _update(self, manifest_uid: str, state: str, findings: Findings, **more: Any) -> int:
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    update(received_manifests)
+                    .where(received_manifests.c.manifest_uid == manifest_uid)
+                    .where(received_manifests.c.state == WAITING)
+                    .values(
+                        state=state,
+                        signer=findings.signer,
+                        missing=json.dumps(findings.missing),
+                        altered=json.dumps(findings.altered),
+                        detail="; ".join(findings.signature_problems),
+                        updated_at=audit.utc_now(),
+                        **more,
+                    )
+                ).rowcount
+            )
+
+    def _decide(self, current: ReceivedManifest, verdict: str, findings: Findings) -> bool:
+        """Write the final result once (a concurrent check that lost the race does not)."""
+        # The report is on disk before the state says it is decided (a reader of the
+        # state finds it); a concurrent check writes the same verdict over it.
+        report = self.config.manifests.reports / f"{current.manifest_uid}.json"
+        document = _report(current, verdict, findings)
+        write_atomic(report, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
+        if not self._update(current.manifest_uid, verdict, findings, report=str(report)):
+            return False
+        self.archive.record(
+            ManifestEvent.VERIFIED if verdict == VERIFIED else ManifestEvent.FAILED,
+            study_uid=current.study_uid,
+            sop_instance_uid=current.manifest_uid,
+            result=verdict,
+            calling_ae=current.calling_ae,
+            signer=findings.signer,
+            referenced=len(findings.referenced),
+            missing=findings.missing,
+            altered=sorted(findings.altered),
+            signature_problems=findings.signature_problems,
+            report=str(report),
+        )
+        return True
+
+
+def _summary(verdict: str, findings: Findings) -> str:
+    parts = [verdict, f"{len(findings.referenced)} referenced"]
+    if findings.missing:
+        parts.append(f"{len(findings.missing)} missing")
+    if findings.altered:
+        parts.append(f"{len(findings.altered)} altered")
+    if findings.signature_problems:
+        parts.append("signature: " + "; ".join(findings.signature_problems))
+    return ", ".join(parts)
+
+
+def _report(current: ReceivedManifest, verdict: str, findings: Findings) -> dict[str, Any]:
+    """The JSON report of one manifest check (format name and version first)."""
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "manifest_uid": current.manifest_uid,
+        "study_uid": current.study_uid,
+        "sender_ae": current.calling_ae,
+        "received_at": current.received_at,
+        "checked_at": audit.utc_now(),
+        "result": verdict,
+        "signer": findings.signer,
+        "signature_problems": findings.signature_problems,
+        "referenced": len(findings.referenced),
+        "verified": len(findings.referenced) - len(findings.missing) - len(findings.altered),
+        "missing": findings.missing,
+        "altered": [{"sop_instance_uid": u, "problems": p} for u, p in findings.altered.items()],
+    }
+
+
+def _manifest(row: Any) -> ReceivedManifest:
+    r = row._mapping
+    return ReceivedManifest(
+        manifest_uid=r["manifest_uid"],
+        study_uid=r["study_uid"],
+        calling_ae=r["calling_ae"],
+        state=r["state"],
+        deadline=datetime.fromisoformat(r["deadline"]),
+        signer=r["signer"] or "",
+        referenced=int(r["referenced"] or 0),
+        missing=json.loads(r["missing"] or "[]"),
+        altered=json.loads(r["altered"] or "{}"),
+        detail=r["detail"] or "",
+        report=r["report"] or "",
+        received_at=r["received_at"],
+    )
+
+
+__all__ = ["FINAL_STATES", "ManifestReceiver", "ReceivedManifest", "all_manifests"]

@@ -1,0 +1,405 @@
+"""Query/Retrieve SCP (PS3.4 Annex C) over the node's own archive: C-FIND, C-MOVE, C-GET.
+
+The handlers follow pynetdicom 3's generator protocol and stay thin: check the peer's
+role, read the identifier with :mod:`node.query`, map domain errors to named statuses.
+pynetdicom counts the sub-operations and builds every response: Pending, the final one
+with the Completed/Failed/Warning counts and the Failed SOP Instance UID List, Cancel.
+
+Sub-operations send the archived files untouched. pynetdicom hands every data set a
+handler yields to ``Association.send_c_store``, which would encode it anew (pydicom
+drops group lengths, deflates again, may change a VR). So the handlers yield
+:class:`ArchivedInstance` stand-ins, and the association carrying the sub-operations
+(the requestor's own for C-GET, the sub-association pynetdicom opens for C-MOVE) gets an
+:class:`ArchiveSender` as its ``send_c_store``: it sends the stored file through
+:func:`node.scu.store.send_instance` and passes any other data set on unchanged. A
+stand-in has no file meta, so pynetdicom alone could never send it altered: it fails.
+
+pynetdicom's C-MOVE can answer only 0xA801 before the sub-association is open. A peer
+without the ``retrieve`` role is therefore answered 0xA801 (it has no destination), and
+an invalid identifier gets 0xA900 after the sub-association to a known destination.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as STORE_STATUSES
+
+from node.config import NodeConfig, Role
+from node.errors import OperationFailed
+from node.query.destinations import move_destination
+from node.query.find import find
+from node.query.identifier import parse_find, parse_retrieve
+from node.query.model import IdentifierError, InformationModel
+from node.query.retrieve import instances_to_retrieve
+from node.scu.associate import set_nodelay
+from node.scu.store import NOT_NEGOTIATED, Outgoing, contexts_for, send_instance
+from node.services.associations import AssociationInfo, AssociationRegistry
+from node.services.contexts import (
+    QR_FIND_SOP_CLASSES,
+    QR_GET_SOP_CLASSES,
+    QR_MOVE_SOP_CLASSES,
+    verification_context,
+)
+from node.services.status import Status
+from node.services.statusmap import status_dataset
+from node.services.tls import client_context
+from node.storage.archive import Archive
+from node.storage.audit import AuditEvent
+from node.storage.index import InstanceRow
+
+log = logging.getLogger("node.qr")
+
+# Each tuple of Q/R SOP classes holds the Patient Root one, then the Study Root one.
+_MODELS = {
+    str(uid): model
+    for group in (QR_FIND_SOP_CLASSES, QR_MOVE_SOP_CLASSES, QR_GET_SOP_CLASSES)
+    for uid, model in zip(
+        group, (InformationModel.PATIENT_ROOT, InformationModel.STUDY_ROOT), strict=True
+    )
+}
+
+# What a handler yields after the sub-operation count: (status, identifier or stand-in).
+Reply = tuple[int | Dataset, Dataset | None]
+
+
+def _model(event: Any) -> InformationModel:
+    return _MODELS[str(event.request.AffectedSOPClassUID)]
+
+
+class ArchivedInstance(Dataset):
+    """One retrieve sub-operation as a handler yields it: the archived file to send."""
+
+    def __init__(self, row: InstanceRow, path: Path) -> None:
+        super().__init__()
+        # The two attributes pynetdicom reads (Failed SOP Instance UID List); no file
+        # meta on purpose: pynetdicom cannot encode this data set, only we send it.
+        self.SOPClassUID = row.sop_class_uid
+        self.SOPInstanceUID = row.sop_instance_uid
+        self.row = row
+        self.outgoing = Outgoing(
+            path, row.sop_class_uid, row.sop_instance_uid, row.transfer_syntax_uid
+        )
+
+
+@dataclass
+class Retrieval:
+    """One C-MOVE or C-GET: its sub-operation results and their custody records."""
+
+    archive: Archive
+    via: str  # "C-MOVE" or "C-GET"
+    requestor: AssociationInfo
+    destination: str
+    originator: tuple[str, int] | None = None  # Move Originator AE title and Message ID
+    matched: int = 0
+    completed: int = 0
+    warning: int = 0
+    failed: list[str] = field(default_factory=list)
+    outcome: str = "served"
+    _accepted: set[tuple[str, str]] | None = None
+
+    def send(self, assoc: Any, item: ArchivedInstance) -> Dataset:
+        """C-STORE ``item``'s file untouched; the peer's status for pynetdicom to count."""
+        if self._accepted is None:
+            # Only contexts where we may be the Storage SCU (role selection for C-GET).
+            self._accepted = {
+                (str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+                for cx in assoc.accepted_contexts
+                if cx.as_scu
+            }
+        try:
+            status = send_instance(
+                assoc, item.outgoing, accepted=self._accepted, originator=self.originator
+            )
+        except OperationFailed as exc:
+            self._result(item.row, None, str(exc))
+            raise
+        if status == NOT_NEGOTIATED:
+            reason = (
+                f"{item.row.sop_instance_uid} not sent: {self.destination} accepted no "
+                f"context for {item.row.sop_class_uid} in {item.row.transfer_syntax_uid}"
+            )
+            self._result(item.row, None, reason)
+            raise OperationFailed(reason)  # pynetdicom counts it as a failed sub-operation
+        self._result(item.row, status, None)
+        reply = Dataset()
+        reply.Status = status
+        return reply
+
+    def _result(self, row: InstanceRow, status: int | None, reason: str | None) -> None:
+        # The same classification pynetdicom applies when it builds the responses.
+        category = STATUS_FAILURE if status is None else STORE_STATUSES.get(status, ("",))[0]
+        if category == STATUS_SUCCESS:
+            self.completed += 1
+        elif category == STATUS_WARNING:
+            self.warning += 1
+        else:
+            self.failed.append(row.sop_instance_uid)
+            code = "none" if status is None else f"0x{status:04X}"
+            log.warning(
+                "%s sub-operation %s failed (%s): %s",
+                self.via,
+                row.sop_instance_uid,
+                code,
+                reason or "refused by the peer",
+            )
+            return
+        self._record(
+            AuditEvent.INSTANCE_SENT,
+            study_uid=row.study_uid,
+            sop_instance_uid=row.sop_instance_uid,
+            via=self.via,
+            destination_ae=self.destination,
+            calling_ae=self.requestor.calling_ae,
+            association_id=self.requestor.id,
+            status=f"0x{status:04X}",
+            sha256=row.sha256,
+        )
+
+    def finish(self, event_name: str) -> None:
+        """Log and record the request once it is over (served, refused or cut short)."""
+        log.info(
+            "%s from %s to %s: %s, %d matched, %d completed, %d warning, %d failed",
+            self.via,
+            self.requestor.peer,
+            self.destination or "?",
+            self.outcome,
+            self.matched,
+            self.completed,
+            self.warning,
+            len(self.failed),
+        )
+        self._record(
+            event_name,
+            calling_ae=self.requestor.calling_ae,
+            association_id=self.requestor.id,
+            destination_ae=self.destination,
+            outcome=self.outcome,
+            matched=self.matched,
+            completed=self.completed,
+            warning=self.warning,
+            failed=len(self.failed),
+            failed_sop_instance_uids=self.failed,
+        )
+
+    def _record(self, event_name: str, **fields: Any) -> None:
+        try:
+            self.archive.record(event_name, **fields)
+        except Exception:  # a sub-operation must not fail because the audit could not
+            log.exception("cannot record %s for %s", event_name, self.via)
+
+
+class ArchiveSender:
+    """``send_c_store`` of an association that carries retrieve sub-operations."""
+
+    def __init__(self, assoc: Any, original: Callable[..., Dataset], retrieval: Retrieval):
+        self.assoc = assoc
+        self.original = original
+        self.retrieval = retrieval
+
+    @classmethod
+    def install(cls, assoc: Any, retrieval: Retrieval) -> None:
+        """Make ``assoc`` send :class:`ArchivedInstance` items with ``retrieval``."""
+        current = assoc.send_c_store
+        original = current.original if isinstance(current, ArchiveSender) else current
+        assoc.send_c_store = cls(assoc, original, retrieval)
+
+    def __call__(
+        self,
+        dataset: Any,
+        msg_id: int = 1,
+        priority: int = 2,
+        originator_aet: str | None = None,
+        originator_id: int | None = None,
+    ) -> Dataset:
+        if isinstance(dataset, ArchivedInstance):
+            return self.retrieval.send(self.assoc, dataset)
+        return self.original(dataset, msg_id, priority, originator_aet, originator_id)
+
+
+@dataclass
+class QueryRetrieveService:
+    config: NodeConfig
+    archive: Archive
+    associations: AssociationRegistry
+
+    def handle_find(self, event: Any) -> Iterator[Reply]:
+        """EVT_C_FIND handler (PS3.4 C.4.1)."""
+        info = self.associations.info(event.assoc)
+        if Role.QUERY not in info.roles:
+            log.warning("C-FIND refused: %s has no query role", info.peer)
+            yield (
+                status_dataset(Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no query role"),
+                None,
+            )
+            return
+        try:
+            query = parse_find(_model(event), event.identifier)
+            matches = find(self.archive.engine, query, self.config.node.ae_title)
+            pending = (
+                Status.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED if query.unsupported else Status.PENDING
+            )
+            count = 0
+            for match in matches:
+                if event.is_cancelled:
+                    log.info("C-FIND from %s cancelled after %d matches", info.peer, count)
+                    yield int(Status.CANCEL), None
+                    return
+                count += 1
+                yield int(pending), match
+        except IdentifierError as exc:
+            log.warning("C-FIND from %s refused: %s", info.peer, exc)
+            yield status_dataset(Status.FAILURE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+            return
+        except Exception as exc:  # an undecodable identifier or an index failure
+            log.exception("C-FIND from %s failed", info.peer)
+            yield status_dataset(Status.FAILURE_UNABLE_TO_PROCESS, str(exc)), None
+            return
+        log.info("C-FIND %s from %s: %d matches", query.level, info.peer, count)
+
+    def handle_move(self, event: Any) -> Iterator[Any]:
+        """EVT_C_MOVE handler (PS3.4 C.4.2): sub-operations to a configured destination."""
+        info = self.associations.info(event.assoc)
+        request = event.request
+        wanted = str(request.MoveDestination or "").strip()
+        retrieval = Retrieval(
+            self.archive,
+            "C-MOVE",
+            info,
+            wanted,
+            originator=(info.calling_ae, int(request.MessageID)),
+        )
+        try:
+            yield from self._move(event, info, retrieval)
+        finally:
+            retrieval.finish(AuditEvent.C_MOVE_SERVED)
+
+    def _move(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
+        if Role.RETRIEVE not in info.roles:
+            retrieval.outcome = "refused: peer has no retrieve role"
+            # No destination is known for this peer: FAILURE_MOVE_DESTINATION_UNKNOWN.
+            yield None, None
+            return
+        destination = move_destination(self.config, retrieval.destination)
+        if destination is None:
+            retrieval.outcome = "refused: move destination unknown"
+            yield None, None  # pynetdicom answers FAILURE_MOVE_DESTINATION_UNKNOWN
+            return
+        rows, failure = self._resolve(event, info, retrieval)
+        items = [self._item(row) for row in rows]
+        contexts = _contexts(items) or [verification_context()]
+        tls_args = (client_context(destination.tls), destination.host) if destination.tls else None
+        yield (
+            destination.host,
+            destination.port,
+            {
+                "ae_title": destination.ae_title,
+                "contexts": contexts,
+                "max_pdu": self.config.node.max_pdu,
+                "tls_args": tls_args,
+                "evt_handlers": [
+                    (evt.EVT_CONN_OPEN, set_nodelay),
+                    # Before pynetdicom sees the association established, so before any send.
+                    (evt.EVT_ACCEPTED, lambda e: ArchiveSender.install(e.assoc, retrieval)),
+                ],
+            },
+        )
+        yield from self._sub_operations(event, items, failure, retrieval)
+
+    def handle_get(self, event: Any) -> Iterator[Any]:
+        """EVT_C_GET handler (PS3.4 C.4.3): sub-operations on the requestor's association."""
+        info = self.associations.info(event.assoc)
+        retrieval = Retrieval(self.archive, "C-GET", info, info.calling_ae)
+        try:
+            yield from self._get(event, info, retrieval)
+        finally:
+            retrieval.finish(AuditEvent.C_GET_SERVED)
+
+    def _get(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
+        if Role.RETRIEVE not in info.roles:
+            retrieval.outcome = "refused: peer has no retrieve role"
+            refusal = (Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no retrieve role")
+            yield from self._sub_operations(event, [], refusal, retrieval)
+            return
+        rows, failure = self._resolve(event, info, retrieval)
+        items = [self._item(row) for row in rows]
+        ArchiveSender.install(event.assoc, retrieval)
+        yield from self._sub_operations(event, items, failure, retrieval)
+
+    def _sub_operations(
+        self,
+        event: Any,
+        items: list[ArchivedInstance],
+        failure: tuple[Status, str] | None,
+        retrieval: Retrieval,
+    ) -> Iterator[Any]:
+        """The yields after the destination: the count, then one per sub-operation."""
+        if failure is not None:
+            # pynetdicom answers Success to a count of 0, so a refusal counts one.
+            yield 1
+            yield status_dataset(*failure), None
+            return
+        retrieval.matched = len(items)
+        # pynetdicom resumes us after the count only once the C-MOVE destination took
+        # the sub-association, and after each sub-operation; the outcome says how far.
+        retrieval.outcome = "served" if not items else "destination not reached"
+        yield len(items)
+        retrieval.outcome = "interrupted"
+        for done, item in enumerate(items):
+            if event.is_cancelled:
+                retrieval.outcome = f"cancelled after {done} sub-operations"
+                yield int(Status.CANCEL), None
+                return
+            yield int(Status.PENDING), item
+        retrieval.outcome = "served"
+
+    def _resolve(
+        self, event: Any, info: AssociationInfo, retrieval: Retrieval
+    ) -> tuple[list[InstanceRow], tuple[Status, str] | None]:
+        """The instances the identifier names, or the failure status to answer."""
+        try:
+            query = parse_retrieve(_model(event), event.identifier)
+        except IdentifierError as exc:
+            retrieval.outcome = f"refused: {exc}"
+            log.warning("%s from %s refused: %s", retrieval.via, info.peer, exc)
+            return [], (Status.FAILURE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+        except Exception as exc:  # pydicom raises many kinds for a broken identifier
+            retrieval.outcome = f"failed: identifier cannot be decoded: {exc}"
+            return [], (Status.FAILURE_UNABLE_TO_PROCESS, f"identifier cannot be decoded: {exc}")
+        try:
+            return instances_to_retrieve(self.archive.engine, query), None
+        except Exception as exc:
+            log.exception("%s from %s: index query failed", retrieval.via, info.peer)
+            retrieval.outcome = f"failed: {exc}"
+            return [], (Status.FAILURE_UNABLE_TO_CALCULATE_MATCHES, str(exc))
+
+    def _item(self, row: InstanceRow) -> ArchivedInstance:
+        return ArchivedInstance(row, self.archive.files.path(row.path))
+
+
+def _contexts(items: list[ArchivedInstance]) -> list[PresentationContext]:
+    """Contexts for the C-MOVE sub-association (node.scu.store.contexts_for).
+
+    When the instances need more (SOP class, transfer syntax) pairs than one association
+    can carry, the first pairs are proposed; the rest fail as not negotiated and are
+    listed in the Failed SOP Instance UID List.
+    """
+    outgoing = [item.outgoing for item in items]
+    pairs = list(dict.fromkeys((o.sop_class_uid, o.transfer_syntax_uid) for o in outgoing))
+    while pairs:
+        kept = set(pairs)
+        try:
+            return contexts_for(
+                o for o in outgoing if (o.sop_class_uid, o.transfer_syntax_uid) in kept
+            )
+        except OperationFailed:
+            pairs.pop()
+    return []
