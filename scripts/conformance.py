@@ -13,6 +13,7 @@ from node.services.contexts import (
     QR_MOVE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION_TRANSFER_SYNTAXES,
+    mpps_context,
     storage_sop_classes,
 )
 from node.services.status import Status
@@ -28,6 +29,8 @@ def main() -> None:
     verification = UID("1.2.840.10008.1.1")
     syntaxes = ", ".join(f"`{ts}`" for ts in VERIFICATION_TRANSFER_SYNTAXES)
     print(f"| {_name(verification)} | SCP | {syntaxes} |")
+    mpps = UID(str(mpps_context().abstract_syntax))
+    print(f"| {_name(mpps)} | SCP (N-CREATE, N-SET) | {syntaxes} |")
     print(
         f"| all {len(storage_sop_classes())} storage SOP classes of pynetdicom | SCP | "
         "every syntax in the list below |"
@@ -42,6 +45,18 @@ def main() -> None:
     print(
         "| the same storage SOP classes | SCU (C-MOVE and C-GET sub-operations; SCP/SCU "
         "role selection accepted for C-GET) | the syntax each instance is stored in |"
+    )
+    print(
+        "| the same storage SOP classes | SCU (transfers to partners, `dicom-node send`) | "
+        "the syntax each instance is stored in, Explicit/Implicit VR LE fallback |"
+    )
+    print(
+        "| Study Root Q/R FIND, GET, MOVE | SCU (`dicom-node retrieve`) | "
+        "`1.2.840.10008.1.2.1`, `1.2.840.10008.1.2` |"
+    )
+    print(
+        "| storage SOP classes of retrieved objects | SCP during C-GET (role selection) | "
+        "every syntax in the list below |"
     )
     print("\nStorage transfer syntaxes (stored as received, never transcoded):\n")
     for ts in STORAGE_TRANSFER_SYNTAXES:

@@ -33,6 +33,13 @@ from node.storage.index import InstanceRow
 
 
 @dataclass(frozen=True, slots=True)
+class Archived:
+    sop_instance_uid: str
+    study_uid: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
 class Published:
     sop_instance_uid: str
     study_uid: str
@@ -65,27 +72,21 @@ def secure_reference(
     )
 
 
-def publish_signed(
+def archive_document(
     config: NodeConfig,
     archive: Archive,
     ds: Dataset,
     *,
-    purpose: Purpose,
     origin: str,
     via: str,
     event: str,
     details: dict[str, Any],
-) -> Published:
-    """Sign ``ds`` with the node's key, archive it and record ``event``.
+) -> Archived:
+    """Store a finished (signed) document the node made, record ``event``, write its sidecar.
 
-    ``origin`` names what the document was built for (it becomes the custody's
-    association id, e.g. ``transfer:12``); ``via`` names the builder.
+    ``origin`` names what the document was made for (it becomes the custody's association
+    id, e.g. ``transfer:12``); ``via`` names the builder.
     """
-    signing = config.signing
-    signer = load_signer(signing.key, signing.certificate, signing.passphrase_env)
-    info = sign_dataset(
-        ds, signer, profile=Profile.SR, purpose=purpose, mac_algorithm=signing.mac_algorithm.value
-    )
     uid = str(ds.SOPInstanceUID)
     outcome = archive.store(
         ReceivedInstance(
@@ -100,15 +101,36 @@ def publish_signed(
         raise NodeError(f"document {uid} was already archived with other content")
     study_uid = outcome.header.study_uid
     with archive.engine.begin() as conn:
-        audit.append(
-            conn,
-            event,
-            study_uid=study_uid,
-            sop_instance_uid=uid,
-            details={**details, "signature_uid": info.uid, "signer": signer.subject},
-        )
+        audit.append(conn, event, study_uid=study_uid, sop_instance_uid=uid, details=details)
     stored = archive.files.path(outcome.relpath)
     history = audit.records(archive.engine, study_uid=study_uid)
+    signing = config.signing
     manifest_signer = load_manifest_signer(signing.key, signing.certificate, signing.passphrase_env)
     write_sidecar(stored, snapshot_for(history, uid), config.node.ae_title, manifest_signer)
-    return Published(uid, study_uid, stored, info.uid, signer.subject)
+    return Archived(uid, study_uid, stored)
+
+
+def publish_signed(
+    config: NodeConfig,
+    archive: Archive,
+    ds: Dataset,
+    *,
+    purpose: Purpose,
+    origin: str,
+    via: str,
+    event: str,
+    details: dict[str, Any],
+) -> Published:
+    """Sign ``ds`` with the node's key (SR profile), then :func:`archive_document` it."""
+    signing = config.signing
+    signer = load_signer(signing.key, signing.certificate, signing.passphrase_env)
+    info = sign_dataset(
+        ds, signer, profile=Profile.SR, purpose=purpose, mac_algorithm=signing.mac_algorithm.value
+    )
+    signed = {**details, "signature_uid": info.uid, "signer": signer.subject}
+    archived = archive_document(
+        config, archive, ds, origin=origin, via=via, event=event, details=signed
+    )
+    return Published(
+        archived.sop_instance_uid, archived.study_uid, archived.path, info.uid, signer.subject
+    )

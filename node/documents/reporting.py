@@ -43,7 +43,7 @@ from node.documents.codes import (
     KEY_OBJECT_DESCRIPTION,
     SIGNED_COMPLETE_ACQUISITION_CONTENT,
 )
-from node.documents.publish import encode_explicit_le, secure_reference
+from node.documents.publish import archive_document, encode_explicit_le, secure_reference
 from node.documents.report import (
     TEMPLATE,
     KeyImages,
@@ -66,9 +66,6 @@ from node.documents.sr_common import (
 from node.documents.transcription import parse_transcription
 from node.errors import NodeError, OperationFailed, UsageError
 from node.identity import new_uid
-from node.integrity import load_signer as load_manifest_signer
-from node.integrity import write_sidecar
-from node.integrity.export import snapshot_for
 from node.mpps.registry import decode
 from node.signatures import (
     Profile,
@@ -84,7 +81,7 @@ from node.signatures import (
 from node.signatures.keys import load_certificate
 from node.signatures.purposes import AUTHOR, PURPOSES, VERIFICATION
 from node.storage import audit
-from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult, file_meta_bytes
+from node.storage.archive import Archive, file_meta_bytes
 from node.storage.audit import AuditEvent
 from node.storage.database import mpps, mpps_expected, series
 from node.storage.files import write_atomic
@@ -599,29 +596,16 @@ class Reporting:
     def _archive(self, ds: Dataset, event: str, details: dict[str, Any]) -> Outcome:
         """Store through the archive's one write path, record the event, write the sidecar."""
         uid = str(ds.SOPInstanceUID)
-        ae = self.config.node.ae_title
-        outcome = self.archive.store(
-            ReceivedInstance(
-                sop_class_uid=str(ds.SOPClassUID),
-                sop_instance_uid=uid,
-                transfer_syntax_uid=ExplicitVRLittleEndian,
-                dataset=encode_explicit_le(ds),
-                custody=Custody(ae, "local", f"report:{uid}", via="report", extra=details),
-            )
+        archived = archive_document(
+            self.config,
+            self.archive,
+            ds,
+            origin=f"report:{uid}",
+            via="report",
+            event=event,
+            details=details,
         )
-        if outcome.result is not StoreResult.STORED:
-            raise NodeError(f"report {uid} was already archived with other content")
-        study_uid = outcome.header.study_uid
-        with self.archive.engine.begin() as conn:
-            audit.append(conn, event, study_uid=study_uid, sop_instance_uid=uid, details=details)
-        stored = self.archive.files.path(outcome.relpath)
-        signing = self.config.signing
-        history = audit.records(self.archive.engine, study_uid=study_uid)
-        manifest_signer = load_manifest_signer(
-            signing.key, signing.certificate, signing.passphrase_env
-        )
-        write_sidecar(stored, snapshot_for(history, uid), ae, manifest_signer)
-        return Outcome(uid, study_uid, stored)
+        return Outcome(archived.sop_instance_uid, archived.study_uid, archived.path)
 
 
 _KOS = str(KeyObjectSelectionDocumentStorage)

@@ -37,6 +37,7 @@ from node.manifests.check import (
 from node.signatures import load_trust
 from node.storage import audit
 from node.storage.archive import Archive, StoreOutcome, StoreResult
+from node.storage.audit import AuditEvent
 from node.storage.database import instances, manifest_references, received_manifests
 from node.storage.files import write_atomic
 from node.storage.index import find_instance
@@ -45,12 +46,6 @@ log = logging.getLogger("node.manifests")
 
 REPORT_FORMAT = "dicom-node-manifest-check"
 REPORT_VERSION = 1
-
-
-class ManifestEvent:
-    RECEIVED = "manifest-received"
-    VERIFIED = "manifest-verified"
-    FAILED = "manifest-check-failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +137,7 @@ class ManifestReceiver:
                 )
             audit.append(
                 conn,
-                ManifestEvent.RECEIVED,
+                AuditEvent.MANIFEST_RECEIVED,
                 study_uid=str(ds.get("StudyInstanceUID", "")),
                 sop_instance_uid=manifest_uid,
                 details={"calling_ae": calling_ae, "references": len(listed)},
@@ -233,8 +228,9 @@ class ManifestReceiver:
         write_atomic(report, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
         if not self._update(current.manifest_uid, verdict, findings, report=str(report)):
             return False
+        verified = verdict == VERIFIED
         self.archive.record(
-            ManifestEvent.VERIFIED if verdict == VERIFIED else ManifestEvent.FAILED,
+            AuditEvent.MANIFEST_VERIFIED if verified else AuditEvent.MANIFEST_CHECK_FAILED,
             study_uid=current.study_uid,
             sop_instance_uid=current.manifest_uid,
             result=verdict,

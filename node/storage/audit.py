@@ -41,9 +41,20 @@ class AuditEvent:
     REPORT_VERIFIED = "report-verified"  # a verified report (new instance) was archived
     RETRIEVED = "retrieved"  # arrived by C-GET/C-MOVE we requested (source, method, WADO URL)
     RETRIEVE_FAILED = "retrieve-failed"  # a requested object did not arrive
-    INSTANCE_SENT = "instance-sent"  # a C-MOVE/C-GET sub-operation a peer acknowledged
+    INSTANCE_SENT = "instance-sent"  # a peer acknowledged an instance we sent (any use)
     C_MOVE_SERVED = "c-move-served"  # our Q/R SCP answered a C-MOVE (counts, status)
     C_GET_SERVED = "c-get-served"  # our Q/R SCP answered a C-GET (counts, status)
+    # Transfers to partners (node.transfer) and received Signed Manifests (node.manifests).
+    TRANSFER_QUEUED = "transfer-queued"
+    INSTANCE_REFUSED = "instance-refused"  # a partner refused an instance for good
+    TRANSFER_ATTEMPT_FAILED = "transfer-attempt-failed"
+    MANIFEST_BUILT = "manifest-built"
+    MANIFEST_SENT = "manifest-sent"
+    TRANSFER_COMPLETED = "transfer-completed"
+    TRANSFER_FAILED = "transfer-failed"
+    MANIFEST_RECEIVED = "manifest-received"
+    MANIFEST_VERIFIED = "manifest-verified"
+    MANIFEST_CHECK_FAILED = "manifest-check-failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,9 @@ from node.identity import new_uid
 from node.signatures import load_trust
 from node.signatures.purposes import SOURCE
 from node.storage.archive import Archive
+from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow
-from node.transfer.queue import Transfer, TransferEvent
+from node.transfer.queue import Transfer
 
 MANIFEST_SERIES_NUMBER = 9902
 
@@ -59,7 +60,7 @@ def build_signed_manifest(
         purpose=SOURCE,
         origin=f"transfer:{transfer.transfer_id}",
         via="manifest builder",
-        event=TransferEvent.MANIFEST_BUILT,
+        event=AuditEvent.MANIFEST_BUILT,
         details={
             "transfer_id": transfer.transfer_id,
             "partner": transfer.partner,

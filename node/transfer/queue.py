@@ -29,6 +29,7 @@ from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 
 from node.config import RetryPolicy
 from node.storage import audit
+from node.storage.audit import AuditEvent
 from node.storage.database import instances, series, transfer_items, transfers
 from node.storage.index import InstanceRow, instance_rows
 
@@ -44,19 +45,6 @@ DUE_STATES = (QUEUED, RETRYING)
 PENDING = "pending"
 SENT = "sent"
 REFUSED = "refused"
-
-
-class TransferEvent:
-    """Custody events of the sending side (one vocabulary with node.storage.audit)."""
-
-    QUEUED = "transfer-queued"
-    INSTANCE_SENT = "instance-sent"
-    INSTANCE_REFUSED = "instance-refused"
-    ATTEMPT_FAILED = "transfer-attempt-failed"
-    MANIFEST_BUILT = "manifest-built"
-    MANIFEST_SENT = "manifest-sent"
-    COMPLETED = "transfer-completed"
-    FAILED = "transfer-failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +137,7 @@ class TransferQueue:
             )
             audit.append(
                 conn,
-                TransferEvent.QUEUED,
+                AuditEvent.TRANSFER_QUEUED,
                 study_uid=study_uid,
                 details={
                     "transfer_id": transfer_id,
@@ -253,11 +241,7 @@ class TransferQueue:
             }
             if item.detail:
                 details["detail"] = item.detail
-            event = (
-                TransferEvent.INSTANCE_SENT
-                if item.state == SENT
-                else TransferEvent.INSTANCE_REFUSED
-            )
+            event = AuditEvent.INSTANCE_SENT if item.state == SENT else AuditEvent.INSTANCE_REFUSED
             entries.append(audit.Entry(event, transfer.study_uid, item.sop_instance_uid, details))
         with self.engine.begin() as conn:
             conn.execute(
@@ -306,7 +290,7 @@ class TransferQueue:
             )
             audit.append(
                 conn,
-                TransferEvent.ATTEMPT_FAILED,
+                AuditEvent.TRANSFER_ATTEMPT_FAILED,
                 study_uid=transfer.study_uid,
                 details={
                     "transfer_id": transfer.transfer_id,
@@ -322,7 +306,7 @@ class TransferQueue:
         self, transfer: Transfer, state: str, error: str = "", details: dict[str, Any] | None = None
     ) -> None:
         counts = self.counts(transfer.transfer_id)
-        event = TransferEvent.FAILED if state == FAILED else TransferEvent.COMPLETED
+        event = AuditEvent.TRANSFER_FAILED if state == FAILED else AuditEvent.TRANSFER_COMPLETED
         with self.engine.begin() as conn:
             conn.execute(
                 update(transfers)

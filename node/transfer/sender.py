@@ -35,6 +35,7 @@ from node.scu.store import (
     send_instance,
 )
 from node.storage.archive import Archive
+from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow, find_instance
 from node.transfer.manifest import build_signed_manifest
 from node.transfer.queue import (
@@ -47,7 +48,6 @@ from node.transfer.queue import (
     SENT,
     ItemResult,
     Transfer,
-    TransferEvent,
     TransferQueue,
 )
 
@@ -143,7 +143,7 @@ class TransferSender:
             self.queue.finish(transfer, FAILED, f"{partner.name} {why}")
             return FAILED
         self.archive.record(
-            TransferEvent.MANIFEST_SENT,
+            AuditEvent.MANIFEST_SENT,
             study_uid=transfer.study_uid,
             sop_instance_uid=manifest.sop_instance_uid,
             transfer_id=transfer.transfer_id,
