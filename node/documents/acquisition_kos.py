@@ -16,6 +16,8 @@ from __future__ import annotations
 import uuid
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage
@@ -24,18 +26,16 @@ from sqlalchemy import func, select
 from node.config import NodeConfig
 from node.documents.codes import SIGNED_COMPLETE_ACQUISITION_CONTENT
 from node.documents.kos import KosRequest, Reference, build_kos, patient_study_from
-from node.errors import NodeError
-from node.integrity import load_signer as load_manifest_signer
+from node.errors import NodeError, UsageError
 from node.integrity import write_sidecar
 from node.integrity.export import snapshot_for
-from node.signatures import (
-    Profile,
-    load_signer,
-    load_trust,
-    secure_references,
-    sign_dataset,
-)
+from node.integrity.signer import ManifestSigner
+from node.signatures import Profile, Signer, load_trust
+from node.signatures.keycache import SignerCache
+from node.signatures.parallel import gc_paused
 from node.signatures.purposes import SOURCE
+from node.signatures.references import secure_references_many
+from node.signatures.sign import sign_encoded
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult
 from node.storage.database import mpps_expected
@@ -69,19 +69,17 @@ class AcquisitionKosBuilder:
     def __init__(self, config: NodeConfig, archive: Archive) -> None:
         self.config = config
         self.archive = archive
+        self.signers = SignerCache()  # the key is validated once, not per KOS
 
-    def _reference(self, row: InstanceRow, trust: list[x509.Certificate]) -> Reference:
-        path = self.archive.files.path(row.path)
-        mac, signatures = secure_references(path, self.config.signing.mac_algorithm.value, trust)
-        return Reference(
-            sop_class_uid=row.sop_class_uid,
-            sop_instance_uid=row.sop_instance_uid,
-            series_uid=row.series_uid,
-            study_uid=row.study_uid,
-            mac_items=[mac],
-            signature_items=signatures,
-        )
+    def _references(
+        self, rows: list[InstanceRow], trust: list[x509.Certificate]
+    ) -> list[Reference]:
+        paths = [self.archive.files.path(row.path) for row in rows]
+        algorithm = self.config.signing.mac_algorithm.value
+        secured = secure_references_many(paths, algorithm, trust)  # on a few threads
+        return [_reference(row, mac, sigs) for row, (mac, sigs) in zip(rows, secured, strict=True)]
 
+    @gc_paused()  # tens of thousands of live objects: collector passes would free nothing
     def __call__(self, mpps_uid: str) -> str:
         kos_uid = derived_uid("kos", mpps_uid)
         engine = self.archive.engine
@@ -95,7 +93,7 @@ class AcquisitionKosBuilder:
         if not listed or len(found) != listed:
             raise NodeError(f"MPPS {mpps_uid}: not every listed instance is archived")
         trust = load_trust(self.config.trust)
-        references = [self._reference(row, trust) for row in found]
+        references = self._references(found, trust)
         signing = self.config.signing
         ds = build_kos(
             KosRequest(
@@ -111,8 +109,8 @@ class AcquisitionKosBuilder:
                 performed_procedure_step_uid=mpps_uid,
             )
         )
-        signer = load_signer(signing.key, signing.certificate, signing.passphrase_env)
-        info = sign_dataset(
+        signer = self.signers.get(signing.key, signing.certificate, signing.passphrase_env)
+        info, signed = sign_encoded(  # encoded once: the stored bytes are the signed ones
             ds,
             signer,
             profile=Profile.SR,
@@ -124,7 +122,7 @@ class AcquisitionKosBuilder:
                 sop_class_uid=KeyObjectSelectionDocumentStorage,
                 sop_instance_uid=kos_uid,
                 transfer_syntax_uid=ExplicitVRLittleEndian,
-                dataset=encode_explicit_le(ds),
+                dataset=signed,
                 custody=Custody(
                     self.config.node.ae_title,
                     "local",
@@ -156,10 +154,26 @@ class AcquisitionKosBuilder:
             )
         stored = self.archive.files.path(outcome.relpath)
         history = audit.records(engine, study_uid=study_uid)
-        manifest_signer = load_manifest_signer(
-            signing.key, signing.certificate, signing.passphrase_env
-        )
+        manifest_signer = _manifest_signer(signer)
         write_sidecar(
             stored, snapshot_for(history, kos_uid), self.config.node.ae_title, manifest_signer
         )
         return kos_uid
+
+
+def _reference(row: InstanceRow, mac: Dataset, signatures: list[Dataset]) -> Reference:
+    return Reference(
+        sop_class_uid=row.sop_class_uid,
+        sop_instance_uid=row.sop_instance_uid,
+        series_uid=row.series_uid,
+        study_uid=row.study_uid,
+        mac_items=[mac],
+        signature_items=signatures,
+    )
+
+
+def _manifest_signer(signer: Signer) -> ManifestSigner:
+    """The sidecar's signer, from the key already loaded for the KOS signature."""
+    if isinstance(signer.key, dsa.DSAPrivateKey):
+        raise UsageError("only RSA, ECDSA and Ed25519 keys can sign manifests")
+    return ManifestSigner(signer.key, signer.certificate)

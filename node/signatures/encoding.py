@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from struct import pack, unpack_from
+from struct import Struct, pack, unpack_from
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
@@ -33,11 +33,14 @@ from node.errors import NodeError
 
 # VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
-_KNOWN_VRS = LONG_VRS | {
+KNOWN_VRS = LONG_VRS | {
     "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT",
     "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US",
 }  # fmt: skip
-_VR_BY_BYTES = {vr.encode("ascii"): vr for vr in _KNOWN_VRS}
+_VR_BY_BYTES = {vr.encode("ascii"): vr for vr in KNOWN_VRS}
+_LONG_VR_BYTES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
+_META_HEADER = Struct("<HH2sH")
+_UL = Struct("<L")
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM = 0xFFFEE000
@@ -116,7 +119,7 @@ def parse_file_bytes(data: bytes) -> Encoded:
     """Parse the bytes of a Part 10 file: preamble, File Meta, then the data set."""
     if data[128:132] != b"DICM":
         raise EncodingError("not a DICOM file (no DICM prefix after the preamble)")
-    syntax, start = _file_meta(data, 132)
+    syntax, start = file_meta(data, 132)
     if syntax == ExplicitVRBigEndian:
         raise EncodingError("Explicit VR Big Endian (retired) is not supported")
     if syntax == DeflatedExplicitVRLittleEndian:
@@ -130,17 +133,19 @@ def parse_file_bytes(data: bytes) -> Encoded:
     return parse(data, explicit=syntax != ImplicitVRLittleEndian, transfer_syntax=syntax)
 
 
-def _file_meta(data: bytes, pos: int) -> tuple[str, int]:
+def file_meta(data: bytes, pos: int) -> tuple[str, int]:
     """The Transfer Syntax UID and the offset of the data set (PS3.10 7.1)."""
     syntax = None
-    while pos + 8 <= len(data) and unpack_from("<H", data, pos)[0] == 0x0002:
-        tag = (0x0002 << 16) | unpack_from("<H", data, pos + 2)[0]
-        vr = data[pos + 4 : pos + 6]
-        if vr.decode("latin-1") in LONG_VRS:
-            length, value_start = unpack_from("<L", data, pos + 8)[0], pos + 12
+    size = len(data)
+    while pos + 8 <= size:
+        group, number, vr, length = _META_HEADER.unpack_from(data, pos)
+        if group != 0x0002:
+            break
+        if vr in _LONG_VR_BYTES:
+            length, value_start = _UL.unpack_from(data, pos + 8)[0], pos + 12
         else:
-            length, value_start = unpack_from("<H", data, pos + 6)[0], pos + 8
-        if tag == 0x00020010:
+            value_start = pos + 8
+        if number == 0x0010:
             syntax = data[value_start : value_start + length].rstrip(b"\0 ").decode("ascii")
         pos = value_start + length
     if syntax is None:
