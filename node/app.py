@@ -18,6 +18,7 @@ from pynetdicom import AE, _config, evt
 from node.access import AccessPolicy
 from node.config import NodeConfig
 from node.documents.acquisition_kos import AcquisitionKosBuilder
+from node.documents.publish import DocumentPublisher
 from node.errors import ConfigError
 from node.jobs.scheduler import Jobs
 from node.manifests.receiver import ManifestReceiver
@@ -199,10 +200,14 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     registry = AssociationRegistry(AccessPolicy(config), archive)
     inflight = InFlight()
     jobs = Jobs()
+    publisher = DocumentPublisher(config, archive)  # one key cache for the node's documents
     queue = TransferQueue(archive.engine)
-    transfers = TransferService(config, queue, TransferSender(config, archive, queue), jobs)
+    sender = TransferSender(config, archive, queue, publisher)
+    transfers = TransferService(config, queue, sender, jobs)
     tracker = AcquisitionTracker(
-        archive.engine, AcquisitionKosBuilder(config, archive), on_built=transfers.on_kos_built
+        archive.engine,
+        AcquisitionKosBuilder(config, archive, publisher),
+        on_built=transfers.on_kos_built,
     )
     workflow = AcquisitionWorkflow(tracker, jobs)
     manifests = ManifestReceiver(config, archive, jobs)

@@ -47,7 +47,7 @@ from node.app import Node, build_node, configure_libraries, ensure_development_k
 from node.config import parse_config
 from node.manifests.check import examine
 from node.signatures import load_trust
-from node.storage.index import find_instance
+from node.storage.index import study_instances
 from node.transfer.manifest import build_signed_manifest
 from node.transfer.queue import COMPLETED, PENDING, TransferQueue
 from node.transfer.sender import TransferSender
@@ -157,7 +157,7 @@ def time_node(root: Path, node: Node, study_uid: str) -> tuple[float, float]:
         bench = replace(config.partners[0], port=partner.port)
         sender_config = replace(config, partners=(bench,))
         queue = TransferQueue(node.archive.engine)
-        sender = TransferSender(sender_config, node.archive, queue)
+        sender = TransferSender(sender_config, node.archive, queue, node.transfers.sender.publisher)
         transfer_id, queued = queue.enqueue(study_uid, "bench", "benchmark")
         last: list[float] = []
 
@@ -184,7 +184,7 @@ def build_manifest(node: Node, study_uid: str) -> tuple[Path, int]:
     transfer = queue.get(transfer_id)
     assert transfer is not None
     rows, _ = queue.archived_items(transfer_id, PENDING)
-    published = build_signed_manifest(node.config, node.archive, transfer, rows)
+    published = build_signed_manifest(node.transfers.sender.publisher, transfer, rows)
     return published.path, len(rows)
 
 
@@ -235,16 +235,17 @@ def main(argv: list[str] | None = None) -> int:
             manifest, referenced = build_manifest(node, check_study)
             trust = load_trust(node.config.trust)
 
-            def lookup(uid: str) -> Path | None:
-                with node.archive.engine.connect() as conn:
-                    row = find_instance(conn, uid)
-                return node.archive.files.path(row.path) if row else None
 
             checks: list[tuple[float, float]] = []
             for n in range(args.runs):
                 hashed = hash_all(cfiles)
                 started = time.perf_counter()
-                findings = examine(manifest, lookup, trust)
+                # As the receiver does: the listed instances' paths from one index query.
+                paths = {
+                    row.sop_instance_uid: node.archive.files.path(row.path)
+                    for row in study_instances(node.archive.engine, check_study)
+                }
+                findings = examine(manifest, paths.get, trust)
                 elapsed = time.perf_counter() - started
                 verdict = findings.verdict(waiting_allowed=False)
                 if verdict != "verified" or len(findings.referenced) != referenced:

@@ -1,19 +1,24 @@
 """Sign a document the node built, archive it, record it, and give it a sidecar.
 
 One pipeline for every signed document the node makes itself (PS3.17 Annex W): the KOS
-"Signed Complete Acquisition Content" and "Signed Manifest". Order: sign (PS3.15 C.1, SR
-profile), store through the archive's one durable write path as a received instance
-whose custody names the builder, append the custody event, then write the ``.dcm.sig``
-sidecar (PRODUCT.md "Integrity manifest sidecar") over the stored file.
+"Signed Complete Acquisition Content" and "Signed Manifest"; reports (signed by people,
+not by the node) use its second half, :func:`archive_document`. Order: sign (PS3.15
+C.1, SR profile), store the signed bytes through the archive's one durable write path as
+a received instance whose custody names the builder, append the custody event, then
+write the ``.dcm.sig`` sidecar (PRODUCT.md "Integrity manifest sidecar") over the
+stored file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -21,12 +26,17 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config import NodeConfig
 from node.documents.kos import Reference
-from node.errors import NodeError
+from node.errors import NodeError, UsageError
 from node.integrity import load_signer as load_manifest_signer
 from node.integrity import write_sidecar
 from node.integrity.export import snapshot_for
-from node.signatures import Profile, load_signer, secure_references, sign_dataset
+from node.integrity.signer import ManifestSigner
+from node.signatures import Profile, Signer
+from node.signatures.keycache import SignerCache
+from node.signatures.parallel import gc_paused
 from node.signatures.purposes import Purpose
+from node.signatures.references import secure_references, secure_references_many
+from node.signatures.sign import sign_encoded
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult
 from node.storage.index import InstanceRow
@@ -48,6 +58,22 @@ class Published:
     signer: str
 
 
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What a document was made for and by: custody and audit fields.
+
+    ``origin`` becomes the custody's association id (e.g. ``transfer:12``), ``via`` names
+    the builder, ``event`` is the audit event, ``details`` its fields; ``custody`` are the
+    (short) extra custody fields of the stored instance.
+    """
+
+    origin: str
+    via: str
+    event: str
+    details: dict[str, Any] = field(default_factory=dict)
+    custody: dict[str, Any] = field(default_factory=dict)
+
+
 def encode_explicit_le(ds: Dataset) -> bytes:
     """The data set as Explicit VR Little Endian bytes, the syntax documents are stored in."""
     fp = DicomBytesIO()
@@ -57,11 +83,100 @@ def encode_explicit_le(ds: Dataset) -> bytes:
     return fp.getvalue()
 
 
+def archive_document(
+    config: NodeConfig,
+    archive: Archive,
+    ds: Dataset,
+    provenance: Provenance,
+    *,
+    encoded: bytes | None = None,
+    sidecar_signer: ManifestSigner | None = None,
+) -> Archived:
+    """Store a finished document (``encoded``, else ``ds`` encoded now), record, sidecar."""
+    uid = str(ds.SOPInstanceUID)
+    outcome = archive.store(
+        ReceivedInstance(
+            sop_class_uid=str(ds.SOPClassUID),
+            sop_instance_uid=uid,
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            dataset=encoded if encoded is not None else encode_explicit_le(ds),
+            custody=Custody(
+                config.node.ae_title,
+                "local",
+                provenance.origin,
+                via=provenance.via,
+                extra=provenance.custody,
+            ),
+        )
+    )
+    if outcome.result is not StoreResult.STORED:
+        raise NodeError(f"document {uid} was already archived with other content")
+    study_uid = outcome.header.study_uid
+    with archive.engine.begin() as conn:
+        audit.append(
+            conn, provenance.event, study_uid=study_uid, sop_instance_uid=uid,
+            details=provenance.details,
+        )  # fmt: skip
+    stored = archive.files.path(outcome.relpath)
+    history = audit.records(archive.engine, study_uid=study_uid)
+    if sidecar_signer is None:
+        signing = config.signing
+        sidecar_signer = load_manifest_signer(
+            signing.key, signing.certificate, signing.passphrase_env
+        )
+    write_sidecar(stored, snapshot_for(history, uid), config.node.ae_title, sidecar_signer)
+    return Archived(uid, study_uid, stored)
+
+
+class DocumentPublisher:
+    """Makes the node's own signed documents; one per node, so the key is loaded once."""
+
+    def __init__(self, config: NodeConfig, archive: Archive) -> None:
+        self.config = config
+        self.archive = archive
+        self.signers = SignerCache()
+
+    def references(
+        self, rows: Sequence[InstanceRow], trust: Sequence[x509.Certificate]
+    ) -> list[Reference]:
+        """Secure references (MAC, verified signatures) to archived instances, threaded."""
+        paths = [self.archive.files.path(row.path) for row in rows]
+        algorithm = self.config.signing.mac_algorithm.value
+        secured = secure_references_many(paths, algorithm, trust)
+        return [_reference(row, *found) for row, found in zip(rows, secured, strict=True)]
+
+    @gc_paused()  # thousands of live items: collector passes would free nothing
+    def publish_signed(self, ds: Dataset, purpose: Purpose, provenance: Provenance) -> Published:
+        """Sign ``ds`` with the node's key (SR profile) and archive exactly the signed bytes."""
+        signing = self.config.signing
+        signer = self.signers.get(signing.key, signing.certificate, signing.passphrase_env)
+        info, signed = sign_encoded(
+            ds, signer, profile=Profile.SR, purpose=purpose,
+            mac_algorithm=signing.mac_algorithm.value,
+        )  # fmt: skip
+        details = {**provenance.details, "signature_uid": info.uid, "signer": signer.subject}
+        signed_provenance = dataclasses.replace(provenance, details=details)
+        archived = archive_document(
+            self.config,
+            self.archive,
+            ds,
+            signed_provenance,
+            encoded=signed,
+            sidecar_signer=_sidecar_signer(signer),
+        )
+        return Published(
+            archived.sop_instance_uid, archived.study_uid, archived.path, info.uid, signer.subject
+        )
+
+
 def secure_reference(
-    archive: Archive, row: InstanceRow, algorithm: str, trust: list[x509.Certificate]
+    archive: Archive, row: InstanceRow, algorithm: str, trust: Sequence[x509.Certificate]
 ) -> Reference:
-    """A reference to an archived instance with its MAC and verified-signature items."""
-    mac, signatures = secure_references(archive.files.path(row.path), algorithm, trust)
+    """A secure reference to one archived instance (for many, use the publisher's)."""
+    return _reference(row, *secure_references(archive.files.path(row.path), algorithm, trust))
+
+
+def _reference(row: InstanceRow, mac: Dataset, signatures: list[Dataset]) -> Reference:
     return Reference(
         sop_class_uid=row.sop_class_uid,
         sop_instance_uid=row.sop_instance_uid,
@@ -72,65 +187,8 @@ def secure_reference(
     )
 
 
-def archive_document(
-    config: NodeConfig,
-    archive: Archive,
-    ds: Dataset,
-    *,
-    origin: str,
-    via: str,
-    event: str,
-    details: dict[str, Any],
-) -> Archived:
-    """Store a finished (signed) document the node made, record ``event``, write its sidecar.
-
-    ``origin`` names what the document was made for (it becomes the custody's association
-    id, e.g. ``transfer:12``); ``via`` names the builder.
-    """
-    uid = str(ds.SOPInstanceUID)
-    outcome = archive.store(
-        ReceivedInstance(
-            sop_class_uid=str(ds.SOPClassUID),
-            sop_instance_uid=uid,
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            dataset=encode_explicit_le(ds),
-            custody=Custody(config.node.ae_title, "local", origin, via=via, extra=details),
-        )
-    )
-    if outcome.result is not StoreResult.STORED:
-        raise NodeError(f"document {uid} was already archived with other content")
-    study_uid = outcome.header.study_uid
-    with archive.engine.begin() as conn:
-        audit.append(conn, event, study_uid=study_uid, sop_instance_uid=uid, details=details)
-    stored = archive.files.path(outcome.relpath)
-    history = audit.records(archive.engine, study_uid=study_uid)
-    signing = config.signing
-    manifest_signer = load_manifest_signer(signing.key, signing.certificate, signing.passphrase_env)
-    write_sidecar(stored, snapshot_for(history, uid), config.node.ae_title, manifest_signer)
-    return Archived(uid, study_uid, stored)
-
-
-def publish_signed(
-    config: NodeConfig,
-    archive: Archive,
-    ds: Dataset,
-    *,
-    purpose: Purpose,
-    origin: str,
-    via: str,
-    event: str,
-    details: dict[str, Any],
-) -> Published:
-    """Sign ``ds`` with the node's key (SR profile), then :func:`archive_document` it."""
-    signing = config.signing
-    signer = load_signer(signing.key, signing.certificate, signing.passphrase_env)
-    info = sign_dataset(
-        ds, signer, profile=Profile.SR, purpose=purpose, mac_algorithm=signing.mac_algorithm.value
-    )
-    signed = {**details, "signature_uid": info.uid, "signer": signer.subject}
-    archived = archive_document(
-        config, archive, ds, origin=origin, via=via, event=event, details=signed
-    )
-    return Published(
-        archived.sop_instance_uid, archived.study_uid, archived.path, info.uid, signer.subject
-    )
+def _sidecar_signer(signer: Signer) -> ManifestSigner:
+    """The sidecar's signer, from the key already loaded for the DICOM signature."""
+    if isinstance(signer.key, dsa.DSAPrivateKey):
+        raise UsageError("only RSA, ECDSA and Ed25519 keys can sign manifests")
+    return ManifestSigner(signer.key, signer.certificate)

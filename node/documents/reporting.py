@@ -43,7 +43,12 @@ from node.documents.codes import (
     KEY_OBJECT_DESCRIPTION,
     SIGNED_COMPLETE_ACQUISITION_CONTENT,
 )
-from node.documents.publish import archive_document, encode_explicit_le, secure_reference
+from node.documents.publish import (
+    Provenance,
+    archive_document,
+    encode_explicit_le,
+    secure_reference,
+)
 from node.documents.report import (
     TEMPLATE,
     KeyImages,
@@ -596,15 +601,8 @@ class Reporting:
     def _archive(self, ds: Dataset, event: str, details: dict[str, Any]) -> Outcome:
         """Store through the archive's one write path, record the event, write the sidecar."""
         uid = str(ds.SOPInstanceUID)
-        archived = archive_document(
-            self.config,
-            self.archive,
-            ds,
-            origin=f"report:{uid}",
-            via="report",
-            event=event,
-            details=details,
-        )
+        provenance = Provenance(f"report:{uid}", "report", event, details, details)
+        archived = archive_document(self.config, self.archive, ds, provenance)
         return Outcome(archived.sop_instance_uid, archived.study_uid, archived.path)
 
 

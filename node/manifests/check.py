@@ -26,7 +26,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from node.documents.codes import SIGNED_MANIFEST
-from node.signatures import check_reference, verify_file
+from node.signatures import check_document_references, verify_file
 
 VERIFIED = "verified"
 INCOMPLETE = "incomplete"
@@ -90,21 +90,29 @@ def referenced_items(ds: Dataset) -> list[Dataset]:
 
 def examine(path: Path, lookup: Lookup, trust: Sequence[x509.Certificate]) -> Findings:
     """Check the manifest stored at ``path``; ``lookup`` finds archived instances by UID."""
-    ds = dcmread(path)
-    findings = Findings(str(ds.SOPInstanceUID), str(ds.get("StudyInstanceUID", "")))
+    title = read_title(path)
+    findings = Findings(str(title.SOPInstanceUID), str(title.get("StudyInstanceUID", "")))
     report = verify_file(path, trust=trust)
     findings.signature_problems = report.problems
     findings.signer = ", ".join(sorted({s.signer for s in report.signatures if s.signer}))
-    for reference in referenced_items(ds):
-        uid = str(reference.get("ReferencedSOPInstanceUID", ""))
-        findings.referenced.append(uid)
+    missing: list[str] = []
+
+    def noting_missing(uid: str) -> Path | None:
         found = lookup(uid)
         if found is None:
-            findings.missing.append(uid)
-            continue
-        check = check_reference(reference, found, trust=trust)
-        if not check.ok:
-            findings.altered[uid] = check.problems or ["no secure reference to check"]
+            missing.append(uid)
+        return found
+
+    # Read from the document's bytes, the MACs recomputed on a few threads.
+    checks = check_document_references(path, noting_missing, trust=trust)
+    absent = set(missing)
+    for check in checks:
+        findings.referenced.append(check.sop_instance_uid)
+        if check.sop_instance_uid not in absent and not check.ok:
+            findings.altered[check.sop_instance_uid] = check.problems or [
+                "no secure reference to check"
+            ]
+    findings.missing = missing
     if not findings.referenced:
         findings.signature_problems.append("the manifest references no instance")
     return findings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -166,7 +167,9 @@ class ManifestReceiver:
         if row is None:
             return current.state
         findings = examine(
-            self.archive.files.path(row.path), self._lookup, load_trust(self.config.trust)
+            self.archive.files.path(row.path),
+            self._lookup(manifest_uid),
+            load_trust(self.config.trust),
         )
         verdict = findings.verdict(waiting_allowed=not final)
         if verdict == WAITING:
@@ -193,12 +196,19 @@ class ManifestReceiver:
             ).first()
         return _manifest(row) if row else None
 
-    def _lookup(self, uid: str) -> Path | None:
+    def _lookup(self, manifest_uid: str) -> Callable[[str], Path | None]:
+        """Paths of the archived instances the manifest lists, read in one query."""
+        listed = select(manifest_references.c.sop_instance_uid).where(
+            manifest_references.c.manifest_uid == manifest_uid
+        )
         with self.engine.connect() as conn:
-            path = conn.execute(
-                select(instances.c.path).where(instances.c.sop_instance_uid == uid)
-            ).scalar()
-        return self.archive.files.path(path) if path else None
+            rows = conn.execute(
+                select(instances.c.sop_instance_uid, instances.c.path).where(
+                    instances.c.sop_instance_uid.in_(listed)
+                )
+            ).all()
+        paths = {uid: self.archive.files.path(path) for uid, path in rows}
+        return paths.get
 
     def _update(self, manifest_uid: str, state: str, findings: Findings, **more: Any) -> int:
         with self.engine.begin() as conn:

@@ -14,15 +14,13 @@ purpose for this document. The acquisition KOS of case 1 uses the same purpose.
 
 from __future__ import annotations
 
-from node.config import NodeConfig
 from node.documents.acquisition_kos import derived_uid
 from node.documents.codes import SIGNED_MANIFEST
 from node.documents.kos import KosRequest, build_kos, patient_study_from
-from node.documents.publish import Published, publish_signed, secure_reference
+from node.documents.publish import DocumentPublisher, Provenance, Published
 from node.identity import new_uid
 from node.signatures import load_trust
 from node.signatures.purposes import SOURCE
-from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow
 from node.transfer.queue import Transfer
@@ -31,14 +29,13 @@ MANIFEST_SERIES_NUMBER = 9902
 
 
 def build_signed_manifest(
-    config: NodeConfig, archive: Archive, transfer: Transfer, acknowledged: list[InstanceRow]
+    publisher: DocumentPublisher, transfer: Transfer, acknowledged: list[InstanceRow]
 ) -> Published:
     """Build, sign and archive the manifest under ``transfer.manifest_uid``."""
     if transfer.manifest_uid is None:
         raise ValueError("the manifest UID is fixed in the queue before the manifest is built")
-    trust = load_trust(config.trust)
-    algorithm = config.signing.mac_algorithm.value
-    references = [secure_reference(archive, row, algorithm, trust) for row in acknowledged]
+    config, archive = publisher.config, publisher.archive
+    references = publisher.references(acknowledged, load_trust(config.trust))
     ds = build_kos(
         KosRequest(
             title=SIGNED_MANIFEST,
@@ -53,18 +50,19 @@ def build_signed_manifest(
             description=f"Instances sent to {transfer.partner} (transfer {transfer.transfer_id})",
         )
     )
-    return publish_signed(
-        config,
-        archive,
+    return publisher.publish_signed(
         ds,
-        purpose=SOURCE,
-        origin=f"transfer:{transfer.transfer_id}",
-        via="manifest builder",
-        event=AuditEvent.MANIFEST_BUILT,
-        details={
-            "transfer_id": transfer.transfer_id,
-            "partner": transfer.partner,
-            "title": SIGNED_MANIFEST.meaning,
-            "references": [row.sop_instance_uid for row in acknowledged],
-        },
+        SOURCE,
+        Provenance(
+            origin=f"transfer:{transfer.transfer_id}",
+            via="manifest builder",
+            event=AuditEvent.MANIFEST_BUILT,
+            details={
+                "transfer_id": transfer.transfer_id,
+                "partner": transfer.partner,
+                "title": SIGNED_MANIFEST.meaning,
+                "references": [row.sop_instance_uid for row in acknowledged],
+            },
+            custody={"transfer_id": transfer.transfer_id, "title": SIGNED_MANIFEST.value},
+        ),
     )

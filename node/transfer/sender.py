@@ -21,6 +21,7 @@ from typing import Any
 from pydicom.uid import ExplicitVRLittleEndian, KeyObjectSelectionDocumentStorage
 
 from node.config import NodeConfig, RemoteAE
+from node.documents.publish import DocumentPublisher
 from node.errors import NodeError, OperationFailed
 from node.identity import new_uid
 from node.scu.associate import associate
@@ -65,10 +66,14 @@ class _Busy(Exception):
 
 
 class TransferSender:
-    def __init__(self, config: NodeConfig, archive: Archive, queue: TransferQueue) -> None:
+    def __init__(
+        self, config: NodeConfig, archive: Archive, queue: TransferQueue,
+        publisher: DocumentPublisher,
+    ) -> None:  # fmt: skip
         self.config = config
         self.archive = archive
         self.queue = queue
+        self.publisher = publisher
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
@@ -226,7 +231,7 @@ class TransferSender:
             row = find_instance(conn, str(transfer.manifest_uid))
         if row is None:
             try:
-                build_signed_manifest(self.config, self.archive, transfer, acknowledged)
+                build_signed_manifest(self.publisher, transfer, acknowledged)
             except NodeError as exc:
                 raise OperationFailed(f"cannot build the Signed Manifest: {exc}") from exc
             with self.archive.engine.connect() as conn:
