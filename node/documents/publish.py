@@ -20,8 +20,6 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from node.config import NodeConfig
@@ -32,6 +30,7 @@ from node.integrity import write_sidecar
 from node.integrity.export import snapshot_for
 from node.integrity.signer import ManifestSigner
 from node.signatures import Profile, Signer
+from node.signatures.dsencode import encode_explicit_le  # pydicom's bytes, faster
 from node.signatures.keycache import SignerCache
 from node.signatures.parallel import gc_paused
 from node.signatures.purposes import Purpose
@@ -72,15 +71,6 @@ class Provenance:
     event: str
     details: dict[str, Any] = field(default_factory=dict)
     custody: dict[str, Any] = field(default_factory=dict)
-
-
-def encode_explicit_le(ds: Dataset) -> bytes:
-    """The data set as Explicit VR Little Endian bytes, the syntax documents are stored in."""
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_dataset(fp, ds)
-    return fp.getvalue()
 
 
 def archive_document(

@@ -20,9 +20,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from node.app import Node
 from node.config import NodeConfig, parse_config
-from node.documents.acquisition_kos import encode_explicit_le
 from node.documents.codes import SIGNED_COMPLETE_ACQUISITION_CONTENT
 from node.documents.kos import KosRequest, Reference, build_kos, patient_study_from
+from node.documents.publish import encode_explicit_le
 from node.retrieve.client import RetrieveRequest, find_series, retrieve
 from node.signatures import Profile, create_key_pair, load_signer, mac_reference, sign_dataset
 from node.signatures.purposes import SOURCE
