@@ -235,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
             manifest, referenced = build_manifest(node, check_study)
             trust = load_trust(node.config.trust)
 
-
             checks: list[tuple[float, float]] = []
             for n in range(args.runs):
                 hashed = hash_all(cfiles)
