@@ -600,7 +600,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def start_node(root: Path) -> Node:
+def start_node(root: Path, **sections: Any) -> Node:
+    """A node in this process on port 0, in ``root``; ``sections`` add configuration."""
     data: dict[str, Any] = {
         "node": {"ae_title": NODE_AET, "host": "127.0.0.1", "port": 0},
         "storage": {"archive": str(root / "archive"), "database": str(root / "node.sqlite")},
@@ -611,6 +612,7 @@ def start_node(root: Path) -> Node:
         },
         "peers": [],
         "logging": {"level": "WARNING"},
+        **sections,
     }
     config = parse_config(data, root)
     configure_libraries(config)

@@ -35,16 +35,15 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for scripts.*
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_ingest import dcmtk_tool, free_port, nodelay_env, wait_for_ports
 from bench_kos import archived_paths, hash_all, log, read_all, store_study
+from bench_kos import start_node as start_kos_node
 
-from node.app import Node, build_node, configure_libraries, ensure_development_key
-from node.config import parse_config
+from node.app import Node
 from node.manifests.check import examine
 from node.signatures import load_trust
 from node.storage.index import study_instances
@@ -58,32 +57,12 @@ PARTNER_AET = "STORESCP"
 
 
 def start_node(root: Path, partner_port: int) -> Node:
-    data: dict[str, Any] = {
-        "node": {"ae_title": "DICOM_NODE", "host": "127.0.0.1", "port": 0},
-        "storage": {"archive": str(root / "archive"), "database": str(root / "node.sqlite")},
-        "signing": {
-            "key": str(root / "keys/signer.key.pem"),
-            "certificate": str(root / "keys/signer.cert.pem"),
-            "create_if_missing": True,
-        },
-        "trust": [str(root / "keys/signer.cert.pem")],
-        "partners": [
-            {
-                "name": "bench",
-                "ae_title": PARTNER_AET,
-                "host": "127.0.0.1",
-                "port": partner_port,
-                "retry": {"attempts": 1},
-            }
-        ],
-        "logging": {"level": "WARNING"},
-    }
-    config = parse_config(data, root)
-    configure_libraries(config)
-    ensure_development_key(config)
-    node = build_node(config)
-    node.start()
-    return node
+    partner = {"name": "bench", "ae_title": PARTNER_AET, "host": "127.0.0.1"}
+    return start_kos_node(
+        root,
+        trust=[str(root / "keys/signer.cert.pem")],
+        partners=[{**partner, "port": partner_port, "retry": {"attempts": 1}}],
+    )
 
 
 class Storescp:

@@ -354,11 +354,17 @@ def _service_event(b: _Builder, doc: ET.Element, sr: Dataset) -> None:
         b.sub(event, "effectiveTime", value=when)
 
 
-def _related(b: _Builder, doc: ET.Element, sr: Dataset, ctx: CdaContext) -> None:
-    """X.4.2: the SR this CDA was transformed from, and the CDA it replaces."""
-    parent = b.sub(b.sub(doc, "relatedDocument", typeCode="XFRM"), "parentDocument")
-    b.sub(parent, "id", root=str(sr.SOPInstanceUID))
-    sop_class = str(sr.SOPClassUID)
+def _dicom_object(
+    b: _Builder,
+    parent: ET.Element,
+    ctx: CdaContext,
+    study_uid: str,
+    series_uid: str,
+    uid: str,
+    sop_class: str,
+) -> None:
+    """id, code (SOP Class in DCMUID) and a WADO text reference of a DICOM object (X.3-6)."""
+    b.sub(parent, "id", root=uid)
     b.sub(
         parent,
         "code",
@@ -368,13 +374,18 @@ def _related(b: _Builder, doc: ET.Element, sr: Dataset, ctx: CdaContext) -> None
         displayName=UID(sop_class).name,
     )
     reference = wado_url(
-        ctx.wado_base_url,
-        str(sr.StudyInstanceUID),
-        str(sr.SeriesInstanceUID),
-        str(sr.SOPInstanceUID),
-        ("contentType", "application/DICOM"),
+        ctx.wado_base_url, study_uid, series_uid, uid, ("contentType", "application/DICOM")
     )
     b.sub(b.sub(parent, "text", mediaType="application/DICOM"), "reference", value=reference)
+
+
+def _related(b: _Builder, doc: ET.Element, sr: Dataset, ctx: CdaContext) -> None:
+    """X.4.2: the SR this CDA was transformed from, and the CDA it replaces."""
+    parent = b.sub(b.sub(doc, "relatedDocument", typeCode="XFRM"), "parentDocument")
+    _dicom_object(
+        b, parent, ctx, str(sr.StudyInstanceUID), str(sr.SeriesInstanceUID),
+        str(sr.SOPInstanceUID), str(sr.SOPClassUID),
+    )  # fmt: skip
     if ctx.replaces:
         replaced = b.sub(b.sub(doc, "relatedDocument", typeCode="RPLC"), "parentDocument")
         b.sub(replaced, "id", root=ctx.replaces)
@@ -483,24 +494,7 @@ def _catalog(
                     classCode="DGIMG",
                     moodCode="EVN",
                 )
-                b.sub(observation, "id", root=uid)
-                b.sub(
-                    observation,
-                    "code",
-                    code=sop_class,
-                    codeSystem=DCMUID,
-                    codeSystemName="DCMUID",
-                    displayName=UID(sop_class).name,
-                )
-                reference = wado_url(
-                    ctx.wado_base_url,
-                    study_uid,
-                    series_uid,
-                    uid,
-                    ("contentType", "application/DICOM"),
-                )
-                text = b.sub(observation, "text", mediaType="application/DICOM")
-                b.sub(text, "reference", value=reference)
+                _dicom_object(b, observation, ctx, study_uid, series_uid, uid, sop_class)
 
 
 @functools.cache
