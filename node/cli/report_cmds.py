@@ -51,17 +51,11 @@ def register(sub: Any) -> None:
 
 
 def _reporting(args: argparse.Namespace) -> Any:
+    from node.app import open_archive
     from node.documents.reporting import Reporting
-    from node.storage.archive import Archive
-    from node.storage.database import open_database
-    from node.storage.files import TEMP_DIR, FileStore
 
     config = load(args)
-    files = FileStore(config.storage.archive, fsync=config.storage.fsync)
-    # Not files.prepare(): a serving node may share this archive (its temporary files
-    # are not leftovers); the folder only has to exist.
-    (files.root / TEMP_DIR).mkdir(parents=True, exist_ok=True)
-    return Reporting(config, Archive(files, open_database(config.storage.database)))
+    return Reporting(config, open_archive(config))
 
 
 def create_command(args: argparse.Namespace) -> int:

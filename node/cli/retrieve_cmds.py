@@ -133,17 +133,11 @@ def choose_source(config: NodeConfig, name: str | None) -> RemoteAE:
 def _run(
     config: NodeConfig, source: RemoteAE, requests: list[Any], args: argparse.Namespace
 ) -> int:
+    from node.app import open_archive
     from node.retrieve.client import retrieve
     from node.retrieve.report import ObjectResult
-    from node.storage.archive import Archive
-    from node.storage.database import open_database
-    from node.storage.files import TEMP_DIR, FileStore
 
-    files = FileStore(config.storage.archive, fsync=config.storage.fsync)
-    # Not files.prepare(): a serving node may share this archive, and its temporary
-    # files are not leftovers. The folder only has to exist.
-    (files.root / TEMP_DIR).mkdir(parents=True, exist_ok=True)
-    archive = Archive(files, open_database(config.storage.database))
+    archive = open_archive(config)  # not prepare(): a serving node may share it
 
     def show(result: ObjectResult) -> None:
         label = "conflict" if result.conflict else result.outcome.value

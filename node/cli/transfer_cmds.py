@@ -42,7 +42,7 @@ def run_send(args: argparse.Namespace) -> int:
     from node.app import configure_libraries, open_archive
     from node.documents.publish import DocumentPublisher
     from node.storage.index import study_instances
-    from node.transfer.queue import COMPLETED, PARTIAL, REFUSED, TransferQueue
+    from node.transfer.queue import COMPLETED, PARTIAL, REFUSED, RETRYING, TransferQueue
     from node.transfer.sender import TransferSender
 
     config = load(args)
@@ -77,7 +77,7 @@ def run_send(args: argparse.Namespace) -> int:
                 print(f"  refused {uid}: {detail}", file=sys.stderr)
             return EXIT_OK if state == COMPLETED else EXIT_FAILED
         when = f"{transfer.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
-        if state == "retrying":
+        if state == RETRYING:
             print(
                 f"transfer {transfer_id}: not delivered yet ({transfer.last_error}); "
                 f"attempt {transfer.attempts} of {partner.retry.attempts}, the serving node "

@@ -79,15 +79,6 @@ def read_title(path: Path) -> Dataset:
     )
 
 
-def referenced_items(ds: Dataset) -> list[Dataset]:
-    """Referenced SOP Sequence items of the Current Requested Procedure Evidence Sequence."""
-    items: list[Dataset] = []
-    for study in ds.get("CurrentRequestedProcedureEvidenceSequence") or []:
-        for series in study.get("ReferencedSeriesSequence") or []:
-            items.extend(series.get("ReferencedSOPSequence") or [])
-    return items
-
-
 def examine(path: Path, lookup: Lookup, trust: Sequence[x509.Certificate]) -> Findings:
     """Check the manifest stored at ``path``; ``lookup`` finds archived instances by UID."""
     title = read_title(path)

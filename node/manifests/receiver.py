@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 from sqlalchemy import Engine, insert, select, update
 
@@ -33,9 +33,9 @@ from node.manifests.check import (
     examine,
     is_signed_manifest,
     read_title,
-    referenced_items,
 )
 from node.signatures import load_trust
+from node.signatures.references import referenced_uids
 from node.storage import audit
 from node.storage.archive import Archive, StoreOutcome, StoreResult
 from node.storage.audit import AuditEvent
@@ -80,6 +80,11 @@ class ManifestReceiver:
         self.archive = archive
         self.engine = archive.engine
         self.jobs = jobs
+        # Whether any manifest waits for instances: while none does, a stored instance
+        # costs no query. Kept under a lock with registering and deciding, and rebuilt
+        # from the database at start (one serving process registers manifests).
+        self._waiting_lock = threading.Lock()
+        self._any_waiting = False
 
     # --- events ---------------------------------------------------------------------
     def on_stored(self, outcome: StoreOutcome) -> None:
@@ -90,8 +95,10 @@ class ManifestReceiver:
         if header.sop_class_uid == KeyObjectSelectionDocumentStorage:
             path = self.archive.files.path(outcome.relpath)
             if is_signed_manifest(read_title(path)):
-                self.register(header.sop_instance_uid, path)
+                self.register(header.sop_instance_uid, header.study_uid, path)
                 return
+        if not self._any_waiting:
+            return  # the usual case: no query on the C-STORE path
         with self.engine.connect() as conn:
             waiting = [
                 r[0]
@@ -108,41 +115,44 @@ class ManifestReceiver:
         for manifest_uid in waiting:
             self.jobs.soon(f"manifest-check:{manifest_uid}", self.check, manifest_uid)
 
-    def register(self, manifest_uid: str, path: Path) -> None:
-        """Record a newly stored manifest and the instances it lists, then check it."""
-        ds = dcmread(path)
-        listed = sorted(
-            {str(item.get("ReferencedSOPInstanceUID", "")) for item in referenced_items(ds)}
-        )
+    def register(self, manifest_uid: str, study_uid: str, path: Path) -> None:
+        """Record a newly stored manifest and the instances it lists, then check it.
+
+        Runs on the C-STORE path of the manifest: the listed UIDs are read from the
+        file's bytes, without pydicom objects for its items.
+        """
+        listed = sorted({uid for uid in referenced_uids(path) if uid})
         now = datetime.now(UTC)
         deadline = now + timedelta(seconds=self.config.manifests.wait)
-        with self.engine.begin() as conn:
-            row = find_instance(conn, manifest_uid)
-            calling_ae = row.calling_ae if row else ""
-            conn.execute(
-                insert(received_manifests).values(
-                    manifest_uid=manifest_uid,
-                    study_uid=str(ds.get("StudyInstanceUID", "")),
-                    calling_ae=calling_ae,
-                    state=WAITING,
-                    deadline=deadline.isoformat(timespec="microseconds"),
-                    referenced=len(listed),
-                    received_at=now.isoformat(timespec="microseconds"),
-                    updated_at=now.isoformat(timespec="microseconds"),
-                )
-            )
-            if listed:
+        with self._waiting_lock:
+            self._any_waiting = True  # before the rows: a store after this looks them up
+            with self.engine.begin() as conn:
+                row = find_instance(conn, manifest_uid)
+                calling_ae = row.calling_ae if row else ""
                 conn.execute(
-                    insert(manifest_references),
-                    [{"manifest_uid": manifest_uid, "sop_instance_uid": u} for u in listed if u],
+                    insert(received_manifests).values(
+                        manifest_uid=manifest_uid,
+                        study_uid=study_uid,
+                        calling_ae=calling_ae,
+                        state=WAITING,
+                        deadline=deadline.isoformat(timespec="microseconds"),
+                        referenced=len(listed),
+                        received_at=now.isoformat(timespec="microseconds"),
+                        updated_at=now.isoformat(timespec="microseconds"),
+                    )
                 )
-            audit.append(
-                conn,
-                AuditEvent.MANIFEST_RECEIVED,
-                study_uid=str(ds.get("StudyInstanceUID", "")),
-                sop_instance_uid=manifest_uid,
-                details={"calling_ae": calling_ae, "references": len(listed)},
-            )
+                if listed:
+                    conn.execute(
+                        insert(manifest_references),
+                        [{"manifest_uid": manifest_uid, "sop_instance_uid": u} for u in listed],
+                    )
+                audit.append(
+                    conn,
+                    AuditEvent.MANIFEST_RECEIVED,
+                    study_uid=study_uid,
+                    sop_instance_uid=manifest_uid,
+                    details={"calling_ae": calling_ae, "references": len(listed)},
+                )
         self.schedule(manifest_uid, deadline)
 
     def schedule(self, manifest_uid: str, deadline: datetime) -> None:
@@ -152,6 +162,8 @@ class ManifestReceiver:
     def resume(self) -> int:
         """Reschedule every waiting manifest from the database; return how many."""
         waiting = [m for m in all_manifests(self.engine) if m.state == WAITING]
+        with self._waiting_lock:
+            self._any_waiting = bool(waiting)
         for manifest in waiting:
             self.schedule(manifest.manifest_uid, manifest.deadline)
         return len(waiting)
@@ -210,6 +222,17 @@ class ManifestReceiver:
         paths = {uid: self.archive.files.path(path) for uid, path in rows}
         return paths.get
 
+    def _refresh_waiting(self) -> None:
+        with self._waiting_lock, self.engine.connect() as conn:
+            self._any_waiting = (
+                conn.execute(
+                    select(received_manifests.c.manifest_uid)
+                    .where(received_manifests.c.state == WAITING)
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
     def _update(self, manifest_uid: str, state: str, findings: Findings, **more: Any) -> int:
         with self.engine.begin() as conn:
             return int(
@@ -238,6 +261,7 @@ class ManifestReceiver:
         write_atomic(report, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
         if not self._update(current.manifest_uid, verdict, findings, report=str(report)):
             return False
+        self._refresh_waiting()
         verified = verdict == VERIFIED
         self.archive.record(
             AuditEvent.MANIFEST_VERIFIED if verified else AuditEvent.MANIFEST_CHECK_FAILED,

@@ -355,6 +355,15 @@ class _Stored:
         return verify_encoded(self.parsed(), trust=trust, now=now)
 
 
+def referenced_uids(document: Path) -> list[str]:
+    """SOP Instance UIDs of an SR/KOS's evidence references, read from the file's bytes."""
+    encoded = read_file(document)
+    return [
+        levels.text(encoded, item, _REFERENCED_INSTANCE) or ""
+        for _, item in _evidence_items(encoded)
+    ]
+
+
 def directory_lookup(directory: Path) -> Lookup:
     """A lookup over every DICOM file under ``directory`` (by SOP Instance UID)."""
     if not directory.is_dir():

@@ -11,6 +11,7 @@ resources ends the attempt; the queue schedules the next one with exponential ba
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -224,17 +225,15 @@ class TransferSender:
     def _manifest(self, transfer: Transfer, acknowledged: list[InstanceRow]) -> Outgoing:
         """The transfer's manifest, built now unless an earlier attempt built it."""
         if transfer.manifest_uid is None:
-            uid = new_uid()
-            self.queue.set_manifest(transfer.transfer_id, uid)
-            transfer = self.queue.get(transfer.transfer_id) or transfer
+            transfer = dataclasses.replace(transfer, manifest_uid=new_uid())
+            self.queue.set_manifest(transfer.transfer_id, str(transfer.manifest_uid))
         with self.archive.engine.connect() as conn:
             row = find_instance(conn, str(transfer.manifest_uid))
-        if row is None:
-            try:
-                build_signed_manifest(self.publisher, transfer, acknowledged)
-            except NodeError as exc:
-                raise OperationFailed(f"cannot build the Signed Manifest: {exc}") from exc
-            with self.archive.engine.connect() as conn:
-                row = find_instance(conn, str(transfer.manifest_uid))
-            assert row is not None
-        return self._outgoing(row)
+        if row is not None:
+            return self._outgoing(row)  # built by an earlier attempt
+        try:
+            built = build_signed_manifest(self.publisher, transfer, acknowledged)
+        except NodeError as exc:
+            raise OperationFailed(f"cannot build the Signed Manifest: {exc}") from exc
+        sop_class, syntax = MANIFEST_PAIR
+        return Outgoing(built.path, sop_class, built.sop_instance_uid, syntax)
