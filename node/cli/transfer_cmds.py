@@ -55,7 +55,9 @@ def run_send(args: argparse.Namespace) -> int:
         if not study_instances(archive.engine, args.study_uid):
             raise UsageError(f"study {args.study_uid} is not in the archive")
         queue = TransferQueue(archive.engine)
-        transfer_id, count = queue.enqueue(args.study_uid, partner.name, "command")
+        transfer_id, count = queue.enqueue(
+            args.study_uid, partner.name, "command", claimed=not args.queue_only
+        )
         print(
             f"transfer {transfer_id}: {count} instances of study {args.study_uid} queued for "
             f"{partner.name} ({partner.ae_title}@{partner.host}:{partner.port})"
@@ -64,7 +66,9 @@ def run_send(args: argparse.Namespace) -> int:
             return EXIT_OK
         configure_libraries(config)
         sender = TransferSender(config, archive, queue, DocumentPublisher(config, archive))
-        state = sender.run(transfer_id, lambda done, total: progress(done, total, "sent"))
+        state = sender.run(
+            transfer_id, lambda done, total: progress(done, total, "sent"), claimed=True
+        )
         transfer = queue.get(transfer_id)
         assert transfer is not None
         counts = queue.counts(transfer_id)

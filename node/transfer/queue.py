@@ -92,8 +92,13 @@ class TransferQueue:
         self.engine = engine
 
     # --- queueing -------------------------------------------------------------------
-    def enqueue(self, study_uid: str, partner: str, trigger: str) -> tuple[int, int]:
+    def enqueue(
+        self, study_uid: str, partner: str, trigger: str, *, claimed: bool = False
+    ) -> tuple[int, int]:
         """Queue every archived instance of the study; return (transfer id, instances).
+
+        ``claimed``: the caller sends it at once (``dicom-node send``), so it is created
+        ``sending`` and no poll of a serving node can take it first.
 
         Signed Manifests this node made for earlier transfers are not part of a study's
         content and are left out.
@@ -117,7 +122,7 @@ class TransferQueue:
                 insert(transfers).values(
                     study_uid=study_uid,
                     partner=partner,
-                    state=QUEUED,
+                    state=SENDING if claimed else QUEUED,
                     trigger=trigger,
                     attempts=0,
                     next_attempt_at=now,

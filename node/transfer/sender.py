@@ -78,9 +78,14 @@ class TransferSender:
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
-    def run(self, transfer_id: int, progress: Progress | None = None) -> str:
-        """Make one attempt if the transfer is due and free; return its state afterwards."""
-        if not self.queue.claim(transfer_id):
+    def run(
+        self, transfer_id: int, progress: Progress | None = None, *, claimed: bool = False
+    ) -> str:
+        """Make one attempt if the transfer is due and free; return its state afterwards.
+
+        ``claimed``: the caller already holds it (created ``sending`` by ``enqueue``).
+        """
+        if not claimed and not self.queue.claim(transfer_id):
             current = self.queue.get(transfer_id)
             return current.state if current else "unknown"
         transfer = self.queue.get(transfer_id)

@@ -139,3 +139,11 @@ def test_interrupted_sending_is_due_again_at_start(queue: TransferQueue) -> None
     assert queue.resume() == 1
     assert queue.get(transfer_id).state == RETRYING  # type: ignore[union-attr]
     assert queue.due() == [transfer_id]
+
+
+def test_a_transfer_sent_at_once_is_never_due_for_a_poll(queue: TransferQueue) -> None:
+    """``dicom-node send`` holds its transfer from creation: a serving node cannot take it."""
+    transfer_id, _ = queue.enqueue(STUDY_UID, "site-b", "command", claimed=True)
+    assert queue.get(transfer_id).state == SENDING  # type: ignore[union-attr]
+    assert queue.due() == []
+    assert not queue.claim(transfer_id)
