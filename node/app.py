@@ -20,7 +20,9 @@ from node.config import NodeConfig
 from node.documents.acquisition_kos import AcquisitionKosBuilder
 from node.documents.publish import DocumentPublisher
 from node.errors import ConfigError
+from node.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.jobs.scheduler import Jobs
+from node.jobs.worker import SerialWorker
 from node.manifests.receiver import ManifestReceiver
 from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
@@ -34,9 +36,11 @@ from node.services.contexts import (
     verification_context,
 )
 from node.services.echo import handle_echo
+from node.services.fastpath import FastStoragePath
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
 from node.services.qr import QueryRetrieveService
+from node.services.server import NodeServer
 from node.services.store import StoreService
 from node.services.tls import server_context
 from node.storage.archive import Archive
@@ -93,6 +97,7 @@ class Node:
     manifests: ManifestReceiver
     ae: Any
     qr: QueryRetrieveService
+    fast_path: FastStoragePath | None = None
     server: Any = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -124,12 +129,20 @@ class Node:
         self.transfers.start()
         ssl_context = server_context(self.config.tls) if self.config.tls else None
         try:
-            self.server = self.ae.start_server(
-                (cfg.host, cfg.port), block=False, ssl_context=ssl_context, evt_handlers=handlers
+            server = self.ae.make_server(
+                (cfg.host, cfg.port),
+                ssl_context=ssl_context,
+                evt_handlers=handlers,
+                server_class=NodeServer,
             )
         except OSError as exc:
             problem = f"node.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
             raise ConfigError(self.config.source, [problem]) from exc
+        server.fast_path = self.fast_path
+        # What ae.start_server(block=False) does, with our server class.
+        threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
+        self.ae._servers.append(server)
+        self.server = server
         log.info(
             "%s listening on %s:%d%s",
             cfg.ae_title,
@@ -145,13 +158,20 @@ class Node:
         grace = self.config.node.shutdown_grace if grace is None else grace
         deadline = time.monotonic() + grace
         self.server.shutdown()  # no new associations from here on
+        fast = self.fast_path
         while self.ae.active_associations and time.monotonic() < deadline:
             # Wait on the association threads rather than sleeping blindly.
             for assoc in list(self.ae.active_associations):
                 assoc.join(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+        if fast is not None:
+            fast.wait_idle(deadline)
         self.inflight.wait_idle(max(0.0, deadline - time.monotonic()) + 5.0)
         for assoc in list(self.ae.active_associations):
             assoc.abort()
+        if fast is not None:
+            fast.abort_all()
+        if self.store.worker is not None:
+            self.store.worker.stop(max(0.0, deadline - time.monotonic()) + 5.0)
         self.jobs.shutdown(wait=True)  # a KOS being built is finished, not cut off
         self.archive.engine.dispose()
         self.stopped.set()
@@ -211,8 +231,16 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     )
     workflow = AcquisitionWorkflow(tracker, jobs)
     manifests = ManifestReceiver(config, archive, jobs)
+    # The MPPS look-up costs a query per instance, so it runs after the answer; a
+    # missed trigger is harmless, as every wait is checked again at start and deadline.
+    after_store = SerialWorker("after-store")
     store = StoreService(
-        archive, registry, inflight, listeners=[workflow.on_stored, manifests.on_stored]
+        archive,
+        registry,
+        inflight,
+        listeners=[manifests.on_stored],
+        deferred=[workflow.on_stored],
+        worker=after_store,
     )
     mpps = MppsService(
         MppsRegistry(archive.engine, config.acquisition.completion_timeout),
@@ -227,6 +255,9 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     ae.network_timeout = cfg.network_timeout
     ae.acse_timeout = cfg.acse_timeout
     ae.dimse_timeout = cfg.dimse_timeout
+    # One implementation identity on both association paths (and in the file meta).
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     # Access control is ours (node.access): pynetdicom's own checks stay off.
     ae.require_called_aet = False
     ae.require_calling_aet = []
@@ -240,6 +271,7 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
         syntax = str(cx.abstract_syntax)
         ae.add_supported_context(syntax, cx.transfer_syntax, cx.scu_role, cx.scp_role)
     qr = QueryRetrieveService(config, archive, registry)
+    fast_path = FastStoragePath(config, registry, store) if cfg.fast_path else None
     return Node(
         config,
         archive,
@@ -253,4 +285,5 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
         manifests,
         ae,
         qr,
+        fast_path,
     )

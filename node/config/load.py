@@ -232,6 +232,7 @@ def _local_node(r: _Reader, raw: object) -> LocalNode:
         acse_timeout=r.field(s, "acse_timeout", r.duration, d["acse_timeout"]),
         dimse_timeout=r.field(s, "dimse_timeout", r.duration, d["dimse_timeout"]),
         shutdown_grace=r.field(s, "shutdown_grace", r.duration, d["shutdown_grace"]),
+        fast_path=r.field(s, "fast_path", r.boolean, d["fast_path"]),
     )
 
 

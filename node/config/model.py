@@ -45,6 +45,8 @@ class LocalNode:
     acse_timeout: float = 30.0
     dimse_timeout: float = 60.0
     shutdown_grace: float = 10.0
+    # Storage-only associations served by node.net instead of pynetdicom (README).
+    fast_path: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,6 +95,11 @@ class AssociationRegistry:
             found = self._register(assoc)
         return found
 
+    def count(self) -> int:
+        """Associations in progress, on either path."""
+        with self._lock:
+            return len(self._infos)
+
     def active(self) -> list[AssociationInfo]:
         with self._lock:
             return list(self._infos.values())
@@ -114,37 +119,32 @@ class AssociationRegistry:
         if event.assoc.is_acceptor:
             event.assoc.acse = _PolicyACSE(event.assoc, self)
 
-    def _register(self, assoc: Any) -> AssociationInfo:
-        calling = str(assoc.requestor.ae_title).strip()
+    def accepted(self, key: Any, calling_ae: str, address: str) -> AssociationInfo:
+        """Register an accepted association under ``key`` and record its custody event."""
         info = AssociationInfo(
             id=uuid.uuid4().hex,
-            calling_ae=calling,
-            address=str(assoc.requestor.address),
-            roles=self.policy.roles(calling),
+            calling_ae=calling_ae,
+            address=address,
+            roles=self.policy.roles(calling_ae),
         )
         with self._lock:
-            self._infos[assoc] = info
-        return info
-
-    def _on_accepted(self, event: Any) -> None:
-        if not event.assoc.is_acceptor:
-            return
-        info = self._register(event.assoc)
+            self._infos[key] = info
         self.archive.record(
             AuditEvent.ASSOCIATION_ACCEPTED,
             association_id=info.id,
             calling_ae=info.calling_ae,
             peer_address=info.address,
         )
+        return info
 
-    def _on_ended(self, event: Any) -> None:
+    def ended(self, key: Any, how: str, detail: str | None = None) -> None:
+        """Forget the association under ``key``; one log line with what it did."""
         with self._lock:
-            info = self._infos.pop(event.assoc, None)
+            info = self._infos.pop(key, None)
         if info is None:
             return
-        how = "released" if event.event is evt.EVT_RELEASED else "aborted"
         log.info(
-            "association %s from %s %s after %.1fs: %d stored, %d duplicates, %d failed",
+            "association %s from %s %s after %.1fs: %d stored, %d duplicates, %d failed%s",
             info.id[:8],
             info.peer,
             how,
@@ -152,4 +152,16 @@ class AssociationRegistry:
             info.stored,
             info.duplicates,
             info.failures,
+            f" ({detail})" if detail else "",
         )
+
+    def _register(self, assoc: Any) -> AssociationInfo:
+        calling = str(assoc.requestor.ae_title).strip()
+        return self.accepted(assoc, calling, str(assoc.requestor.address))
+
+    def _on_accepted(self, event: Any) -> None:
+        if event.assoc.is_acceptor:
+            self._register(event.assoc)
+
+    def _on_ended(self, event: Any) -> None:
+        self.ended(event.assoc, "released" if event.event is evt.EVT_RELEASED else "aborted")

@@ -7,6 +7,7 @@ returned, which is after the file is durable and the index committed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from pydicom.dataset import Dataset
 
 from node.config import Role
 from node.errors import NodeError
-from node.services.associations import AssociationRegistry
+from node.jobs.worker import SerialWorker
+from node.services.associations import AssociationInfo, AssociationRegistry
 from node.services.inflight import InFlight
 from node.services.status import DUPLICATE_CONFLICT_STATUS, Status
 from node.services.statusmap import status_dataset, status_for
@@ -35,21 +37,50 @@ class StoreService:
     associations: AssociationRegistry
     inflight: InFlight
     listeners: list[StoreListener] = field(default_factory=list)
+    # Run after the answer, in order, on one background thread (see SerialWorker).
+    deferred: list[StoreListener] = field(default_factory=list)
+    worker: SerialWorker | None = None
 
     def handle(self, event: Any) -> Dataset:
-        """EVT_C_STORE handler."""
-        info = self.associations.info(event.assoc)
+        """EVT_C_STORE handler (pynetdicom path)."""
         request = event.request
-        sop_uid = str(request.AffectedSOPInstanceUID or "")
+        status, comment = self.receive(
+            self.associations.info(event.assoc),
+            sop_class_uid=str(request.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            dataset=request.DataSet.getvalue(),
+        )
+        return status_dataset(status, comment)
+
+    def receive(
+        self,
+        info: AssociationInfo,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        dataset: bytes,
+        followups: list[Callable[[], None]] | None = None,
+    ) -> tuple[Status, str | None]:
+        """Store one received instance; the status and error comment to answer with.
+
+        Shared by both association paths (pynetdicom and ``node.net``), so every
+        C-STORE gets the same checks, custody record and status. The deferred listeners
+        are handed to the worker at once, or appended to ``followups`` for a caller that
+        can run them after its answer has gone out (the worker thread would otherwise
+        take the interpreter lock just before the response is sent).
+        """
+        sop_uid = sop_instance_uid
         if Role.STORE not in info.roles:
             info.failures += 1
             log.warning("C-STORE refused: %s has no store role", info.peer)
-            return status_dataset(Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no store role")
+            return Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no store role"
         received = ReceivedInstance(
-            sop_class_uid=str(request.AffectedSOPClassUID or ""),
+            sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_uid,
-            transfer_syntax_uid=str(event.context.transfer_syntax),
-            dataset=request.DataSet.getvalue(),
+            transfer_syntax_uid=transfer_syntax_uid,
+            dataset=dataset,
             custody=Custody(info.calling_ae, info.address, info.id),
         )
         with self.inflight.track():
@@ -65,6 +96,12 @@ class StoreService:
                 listener(outcome)
             except Exception:
                 log.exception("after-store listener failed for %s", sop_uid)
+        if self.worker is not None:
+            for listener in self.deferred:
+                if followups is None:
+                    self.worker.submit(listener, outcome)
+                else:
+                    followups.append(functools.partial(self.worker.submit, listener, outcome))
         if outcome.result is StoreResult.DUPLICATE_CONFLICT:
             info.duplicates += 1
             log.warning(
@@ -73,16 +110,16 @@ class StoreService:
                 info.peer,
                 outcome.relpath,
             )
-            return status_dataset(
-                DUPLICATE_CONFLICT_STATUS, "duplicate SOP Instance UID: first copy kept"
-            )
+            return DUPLICATE_CONFLICT_STATUS, "duplicate SOP Instance UID: first copy kept"
         if outcome.result is StoreResult.DUPLICATE_IDENTICAL:
             info.duplicates += 1
         else:
             info.stored += 1
-        return status_dataset(Status.SUCCESS)
+        return Status.SUCCESS, None
 
-    def _failed(self, info: Any, sop_uid: str, exc: BaseException) -> Dataset:
+    def _failed(
+        self, info: AssociationInfo, sop_uid: str, exc: BaseException
+    ) -> tuple[Status, str | None]:
         info.failures += 1
         status = status_for(exc)
         log.warning("C-STORE %s from %s failed (%s): %s", sop_uid, info.peer, status.name, exc)
@@ -97,4 +134,4 @@ class StoreService:
             )
         except Exception:  # the failure answer must go out even if the audit cannot
             log.exception("cannot record the failed C-STORE of %s", sop_uid)
-        return status_dataset(status, str(exc))
+        return status, str(exc)

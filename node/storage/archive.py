@@ -107,6 +107,11 @@ def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, ts: str, source_a
     return PREAMBLE + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
+# Built once: a statement executed with a parameter dict skips SQLAlchemy's per-call
+# construction and cache-key work, which dominated the C-STORE path's own CPU time.
+_INSERT_INSTANCE = instances.insert()
+
+
 class Archive:
     """The archive: files plus index plus audit log, kept consistent with each other."""
 
@@ -159,17 +164,18 @@ class Archive:
                 if header.series_uid not in self._known_series:
                     upsert_hierarchy(conn, header)
                 conn.execute(
-                    instances.insert().values(
-                        sop_instance_uid=header.sop_instance_uid,
-                        series_uid=header.series_uid,
-                        sop_class_uid=header.sop_class_uid,
-                        instance_number=header.instance_number,
-                        transfer_syntax_uid=str(ts),
-                        path=str(relpath),
-                        size=size,
-                        sha256=sha,
+                    _INSERT_INSTANCE,
+                    {
+                        "sop_instance_uid": header.sop_instance_uid,
+                        "series_uid": header.series_uid,
+                        "sop_class_uid": header.sop_class_uid,
+                        "instance_number": header.instance_number,
+                        "transfer_syntax_uid": str(ts),
+                        "path": str(relpath),
+                        "size": size,
+                        "sha256": sha,
                         **self._custody_columns(item.custody),
-                    )
+                    },
                 )
                 audit.append(
                     conn,

@@ -111,6 +111,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+# Built once (every stored instance appends a record): see node.storage.archive.
+_LAST_RECORD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+_INSERT_RECORD = audit_log.insert()
+
+
 def append(
     conn: Connection,
     event: str,
@@ -120,24 +125,23 @@ def append(
     details: Mapping[str, Any] | None = None,
 ) -> AuditRecord:
     """Append one record inside the caller's transaction (it commits with the caller)."""
-    last = conn.execute(
-        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-    ).first()
+    last = conn.execute(_LAST_RECORD).first()
     seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
     when = utc_now()
     body = dict(details or {})
     digest = record_hash(seq, when, event, study_uid, sop_instance_uid, body, prev)
     conn.execute(
-        audit_log.insert().values(
-            seq=seq,
-            recorded_at=when,
-            event=event,
-            study_uid=study_uid,
-            sop_instance_uid=sop_instance_uid,
-            details=canonical_json(body).decode(),
-            prev_hash=prev,
-            hash=digest,
-        )
+        _INSERT_RECORD,
+        {
+            "seq": seq,
+            "recorded_at": when,
+            "event": event,
+            "study_uid": study_uid,
+            "sop_instance_uid": sop_instance_uid,
+            "details": canonical_json(body).decode(),
+            "prev_hash": prev,
+            "hash": digest,
+        },
     )
     return AuditRecord(seq, when, event, study_uid, sop_instance_uid, body, prev, digest)
 
@@ -156,9 +160,7 @@ def append_many(conn: Connection, entries: Sequence[Entry]) -> None:
     """Append several records, chained in order, with one read and one insert statement."""
     if not entries:
         return
-    last = conn.execute(
-        select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-    ).first()
+    last = conn.execute(_LAST_RECORD).first()
     seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
     rows = []
     for entry in entries:

@@ -2,13 +2,16 @@
 
 A file appears under its final name only once it is complete and on disk: the bytes go
 to a temporary file in ``<archive>/.tmp`` (same filesystem), are flushed and fsynced,
-then hard-linked to the final name (which fails instead of overwriting), and the
-directory is fsynced. A crash leaves at most a temporary file, which never counts as an
-instance and is removed at the next start.
+then moved to the final name without overwriting (``renameat2`` with RENAME_NOREPLACE
+where the kernel and filesystem offer it, else a hard link and an unlink: both fail
+rather than replace an existing file), and the directory is fsynced. A crash leaves at
+most a temporary file, which never counts as an instance and is removed at the next
+start.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -21,6 +24,44 @@ from node.storage.uids import checked_uid
 
 _RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 TEMP_DIR = ".tmp"
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _renameat2() -> ctypes._NamedFuncPointer | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28, or not Linux
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    func.restype = ctypes.c_int
+    return func
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def move_no_replace(source: Path, target: Path) -> None:
+    """Give ``source`` the name ``target`` unless ``target`` exists (FileExistsError).
+
+    One system call where renameat2(RENAME_NOREPLACE) works; otherwise link + unlink,
+    which has the same outcome for a file no one else holds.
+    """
+    if _RENAMEAT2 is not None:
+        if (
+            _RENAMEAT2(
+                _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+            )
+            == 0
+        ):
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(code, os.strerror(code), str(target))
+    os.link(source, target)
+    source.unlink()
+
+
 QUARANTINE_DIR = ".quarantine"
 
 
@@ -135,8 +176,7 @@ class FileStore:
             if overwrite:
                 os.replace(tmp, final)
             else:
-                os.link(tmp, final)  # atomic, and fails rather than overwrite
-                tmp.unlink()
+                move_no_replace(tmp, final)  # atomic, and fails rather than overwrite
             for directory in (final.parent, *created):
                 self._sync_dir(directory)
         except FileExistsError:
