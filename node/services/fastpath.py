@@ -102,6 +102,7 @@ class FastStoragePath:
         self._elsewhere = {str(mpps_context().abstract_syntax), *(str(u) for u in QR_SOP_CLASSES)}
         self._acceptors: set[StorageAcceptor] = set()
         self._idle = threading.Condition()
+        self.served = 0  # connections taken by the fast path (for status and tests)
 
     def takes(self, request: AssociateRequest) -> bool:
         """True for a storage/verification-only request with no negotiation we leave out."""
@@ -115,6 +116,7 @@ class FastStoragePath:
         acceptor = StorageAcceptor(sock, str(address[0]), request, self.settings)
         with self._idle:
             self._acceptors.add(acceptor)
+            self.served += 1
         try:
             acceptor.run(self)
         finally:

@@ -33,7 +33,8 @@ from node.storage.audit import AuditEvent
 from node.storage.database import duplicates, instances
 from node.storage.files import FileStore, instance_relpath, quarantine_relpath
 from node.storage.header import InstanceHeader, read_header
-from node.storage.index import find_instance, upsert_hierarchy
+from node.storage.index import CursorHierarchy, find_instance
+from node.storage.prepared import Prepared, raw_transaction
 from node.storage.uids import checked_uid
 
 PREAMBLE = b"\0" * 128 + b"DICM"
@@ -107,9 +108,7 @@ def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, ts: str, source_a
     return PREAMBLE + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
-# Built once: a statement executed with a parameter dict skips SQLAlchemy's per-call
-# construction and cache-key work, which dominated the C-STORE path's own CPU time.
-_INSERT_INSTANCE = instances.insert()
+_INSTANCE_COLUMNS = [c.name for c in instances.columns]
 
 
 class Archive:
@@ -121,6 +120,10 @@ class Archive:
         # Series whose patient, study and series rows are known to exist: only a cache
         # to skip three upserts per instance; rows are never deleted, so it cannot lie.
         self._known_series: set[str] = set()
+        # The C-STORE path's index writes, compiled once (node.storage.prepared).
+        self._insert_instance = Prepared(engine, instances.insert(), _INSTANCE_COLUMNS)
+        self._hierarchy = CursorHierarchy(engine)
+        self._audit = audit.CursorAudit(engine)
 
     def store(self, item: ReceivedInstance) -> StoreOutcome:
         """Store ``item`` durably; raise InvalidRequest, DatasetMismatch or StorageError."""
@@ -160,11 +163,11 @@ class Archive:
             if self.files.sha256(relpath) != sha:
                 self.files.replace(relpath, chunks)
         try:
-            with self.engine.begin() as conn:
+            with raw_transaction(self.engine) as cursor:
                 if header.series_uid not in self._known_series:
-                    upsert_hierarchy(conn, header)
-                conn.execute(
-                    _INSERT_INSTANCE,
+                    self._hierarchy.upsert(cursor, header)
+                self._insert_instance.run(
+                    cursor,
                     {
                         "sop_instance_uid": header.sop_instance_uid,
                         "series_uid": header.series_uid,
@@ -177,8 +180,8 @@ class Archive:
                         **self._custody_columns(item.custody),
                     },
                 )
-                audit.append(
-                    conn,
+                self._audit.append(
+                    cursor,
                     AuditEvent.INSTANCE_STORED,
                     study_uid=header.study_uid,
                     sop_instance_uid=header.sop_instance_uid,

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from node.storage.database import audit_log
+from node.storage.prepared import Prepared
 
 GENESIS = "0" * 64
 
@@ -116,6 +117,27 @@ _LAST_RECORD = select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.se
 _INSERT_RECORD = audit_log.insert()
 
 
+def _chained(
+    last: Sequence[Any] | None,
+    event: str,
+    study_uid: str | None,
+    sop_instance_uid: str | None,
+    details: Mapping[str, Any] | None,
+) -> AuditRecord:
+    """The record that follows ``last`` (its seq and hash, or None for the first one)."""
+    seq, prev = (int(last[0]) + 1, str(last[1])) if last else (1, GENESIS)
+    when = utc_now()
+    body = dict(details or {})
+    digest = record_hash(seq, when, event, study_uid, sop_instance_uid, body, prev)
+    return AuditRecord(seq, when, event, study_uid, sop_instance_uid, body, prev, digest)
+
+
+def _row(record: AuditRecord) -> dict[str, Any]:
+    row = record.as_dict()
+    row["details"] = canonical_json(row["details"]).decode()
+    return row
+
+
 def append(
     conn: Connection,
     event: str,
@@ -125,25 +147,33 @@ def append(
     details: Mapping[str, Any] | None = None,
 ) -> AuditRecord:
     """Append one record inside the caller's transaction (it commits with the caller)."""
-    last = conn.execute(_LAST_RECORD).first()
-    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
-    when = utc_now()
-    body = dict(details or {})
-    digest = record_hash(seq, when, event, study_uid, sop_instance_uid, body, prev)
-    conn.execute(
-        _INSERT_RECORD,
-        {
-            "seq": seq,
-            "recorded_at": when,
-            "event": event,
-            "study_uid": study_uid,
-            "sop_instance_uid": sop_instance_uid,
-            "details": canonical_json(body).decode(),
-            "prev_hash": prev,
-            "hash": digest,
-        },
+    record = _chained(
+        conn.execute(_LAST_RECORD).first(), event, study_uid, sop_instance_uid, details
     )
-    return AuditRecord(seq, when, event, study_uid, sop_instance_uid, body, prev, digest)
+    conn.execute(_INSERT_RECORD, _row(record))
+    return record
+
+
+class CursorAudit:
+    """:func:`append` for a DB-API cursor in a :func:`node.storage.prepared.raw_transaction`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._last = Prepared(engine, _LAST_RECORD)
+        self._insert = Prepared(engine, _INSERT_RECORD, [c.name for c in audit_log.columns])
+
+    def append(
+        self,
+        cursor: Any,
+        event: str,
+        *,
+        study_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        last = self._last.run(cursor).fetchone()
+        record = _chained(last, event, study_uid, sop_instance_uid, details)
+        self._insert.run(cursor, _row(record))
+        return record
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ Pixel Data so a 0.5 MB image costs no more than its header.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
@@ -129,7 +130,70 @@ def _decode_text(value: bytes, vr: str, encodings: list[str]) -> str:
     return value.decode("ascii", "replace").strip(" \0")
 
 
+# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_HEADER_TAG_SET = frozenset(int(t) for t in _HEADER_TAGS)
+_DICTIONARY_VRS = {int(t): dictionary_VR(t) for t in _HEADER_TAGS}
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_TAG_AND_SHORT = struct.Struct("<HH2sH")
+_TAG_AND_LONG = struct.Struct("<HHI")
+
+
+class _NotSimple(Exception):
+    """A layout the quick scan leaves to pydicom (undefined lengths, odd VRs)."""
+
+
+def _scan_values(data: bytes, implicit: bool) -> dict[int, tuple[bytes, str]]:
+    """The header elements of a Little Endian data set, read straight from its bytes.
+
+    Top-level elements only, each skipped by its length, until the last wanted tag has
+    passed. Anything unusual (an undefined length, an unknown VR, a truncated element)
+    raises _NotSimple, and pydicom's parser reads the data set instead.
+    """
+    values: dict[int, tuple[bytes, str]] = {}
+    offset, end = 0, len(data)
+    while offset + 8 <= end:
+        if implicit:
+            group, element, length = _TAG_AND_LONG.unpack_from(data, offset)
+            tag = group << 16 | element
+            vr = _DICTIONARY_VRS.get(tag, "")
+            offset += 8
+        else:
+            group, element, raw_vr, length = _TAG_AND_SHORT.unpack_from(data, offset)
+            tag = group << 16 | element
+            if not (raw_vr.isalpha() and raw_vr.isupper()):
+                raise _NotSimple
+            vr = raw_vr.decode()
+            offset += 8
+            if raw_vr in _LONG_VRS:
+                if offset + 4 > end:
+                    raise _NotSimple
+                (length,) = struct.unpack_from("<I", data, offset)
+                offset += 4
+        if tag > _LAST_HEADER_TAG:
+            return values
+        if length == _UNDEFINED_LENGTH or offset + length > end:
+            raise _NotSimple
+        if tag in _HEADER_TAG_SET:
+            values[tag] = (data[offset : offset + length], vr)
+        offset += length
+    if offset != end:
+        raise _NotSimple
+    return values
+
+
 def _raw_values(data: bytes, transfer_syntax: UID) -> dict[int, tuple[bytes, str]]:
+    if transfer_syntax.is_little_endian:
+        try:
+            return _scan_values(data, transfer_syntax.is_implicit_VR)
+        except _NotSimple:
+            pass
+    return _parsed_values(data, transfer_syntax)
+
+
+def _parsed_values(data: bytes, transfer_syntax: UID) -> dict[int, tuple[bytes, str]]:
     values: dict[int, tuple[bytes, str]] = {}
     for element in data_element_generator(
         BytesIO(data),

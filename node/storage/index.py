@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select
@@ -17,63 +17,87 @@ from node.storage.database import (
     studies,
 )
 from node.storage.header import InstanceHeader
+from node.storage.prepared import Prepared
+
+# Only its field names matter: the column lists of the prepared hierarchy inserts.
+_EXAMPLE_HEADER = InstanceHeader(*[""] * len(fields(InstanceHeader)))
+
+
+def _insert_ignore_statement(dialect: str, table: Table) -> Any:
+    """INSERT that leaves an existing row with the same key untouched (first one wins)."""
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"database dialect {dialect} is not supported")  # pragma: no cover
 
 
 def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> None:
-    """INSERT that leaves an existing row with the same key untouched (first one wins)."""
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        conn.execute(sqlite.insert(table).values(values).on_conflict_do_nothing())
-    elif dialect == "postgresql":
-        conn.execute(postgresql.insert(table).values(values).on_conflict_do_nothing())
-    else:  # pragma: no cover - other databases are not supported yet
-        raise NotImplementedError(f"database dialect {dialect} is not supported")
+    conn.execute(_insert_ignore_statement(conn.dialect.name, table).values(values))
 
 
 def patient_key(header: InstanceHeader) -> str:
     return f"{header.patient_id}\\{header.issuer}"
 
 
+def _hierarchy_rows(h: InstanceHeader) -> list[tuple[Table, dict[str, Any]]]:
+    key = patient_key(h)
+    return [
+        (
+            patients,
+            {
+                "patient_key": key,
+                "patient_id": h.patient_id,
+                "issuer": h.issuer,
+                "patient_name": h.patient_name,
+                "birth_date": h.birth_date,
+                "sex": h.sex,
+            },
+        ),
+        (
+            studies,
+            {
+                "study_uid": h.study_uid,
+                "patient_key": key,
+                "study_date": h.study_date,
+                "study_time": h.study_time,
+                "accession_number": h.accession_number,
+                "study_id": h.study_id,
+                "study_description": h.study_description,
+                "referring_physician": h.referring_physician,
+            },
+        ),
+        (
+            series,
+            {
+                "series_uid": h.series_uid,
+                "study_uid": h.study_uid,
+                "modality": h.modality,
+                "series_number": h.series_number,
+                "series_description": h.series_description,
+            },
+        ),
+    ]
+
+
 def upsert_hierarchy(conn: Connection, h: InstanceHeader) -> None:
     """Make sure the patient, study and series rows of ``h`` exist."""
-    key = patient_key(h)
-    insert_ignore(
-        conn,
-        patients,
-        {
-            "patient_key": key,
-            "patient_id": h.patient_id,
-            "issuer": h.issuer,
-            "patient_name": h.patient_name,
-            "birth_date": h.birth_date,
-            "sex": h.sex,
-        },
-    )
-    insert_ignore(
-        conn,
-        studies,
-        {
-            "study_uid": h.study_uid,
-            "patient_key": key,
-            "study_date": h.study_date,
-            "study_time": h.study_time,
-            "accession_number": h.accession_number,
-            "study_id": h.study_id,
-            "study_description": h.study_description,
-            "referring_physician": h.referring_physician,
-        },
-    )
-    insert_ignore(
-        conn,
-        series,
-        {
-            "series_uid": h.series_uid,
-            "study_uid": h.study_uid,
-            "modality": h.modality,
-            "series_number": h.series_number,
-            "series_description": h.series_description,
-        },
-    )
+    for table, values in _hierarchy_rows(h):
+        insert_ignore(conn, table, values)
+
+
+class CursorHierarchy:
+    """:func:`upsert_hierarchy` for a DB-API cursor (see :mod:`node.storage.prepared`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._statements: dict[str, Prepared] = {}
+        for table, values in _hierarchy_rows(_EXAMPLE_HEADER):
+            statement = _insert_ignore_statement(engine.dialect.name, table)
+            self._statements[table.name] = Prepared(engine, statement, list(values))
+
+    def upsert(self, cursor: Any, h: InstanceHeader) -> None:
+        for table, values in _hierarchy_rows(h):
+            self._statements[table.name].run(cursor, values)
 
 
 @dataclass(frozen=True, slots=True)
