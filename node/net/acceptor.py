@@ -236,12 +236,17 @@ class StorageAcceptor:
         handlers.replied()
 
 
+class NoRequest(ConnectionError):
+    """A connection that ended, or stayed silent, before its A-ASSOCIATE-RQ."""
+
+
 def peek_associate_request(sock: socket.socket, timeout: float | None) -> AssociateRequest | None:
     """The A-ASSOCIATE-RQ waiting on ``sock``, read without consuming it (MSG_PEEK).
 
-    None when the first PDU is not a decodable A-ASSOCIATE-RQ within ``timeout`` (the
-    ARTIM wait, PS3.8 9.1.5): the caller then leaves the connection, untouched, to the
-    full implementation, which answers such cases itself.
+    None when the first PDU is not a decodable A-ASSOCIATE-RQ: the caller then leaves
+    the connection, untouched, to the full implementation, which answers such cases
+    itself. Raises :class:`NoRequest` when nothing at all arrives within ``timeout`` (the
+    ARTIM wait, PS3.8 9.1.5) or the peer closes first: there is nothing to answer then.
     """
     previous = sock.gettimeout()
     # A blocking socket with SO_RCVTIMEO: MSG_WAITALL then waits for the whole PDU.
@@ -253,7 +258,12 @@ def peek_associate_request(sock: socket.socket, timeout: float | None) -> Associ
         struct.pack("ll", whole, int(((timeout or 0) - whole) * 1_000_000)),
     )
     try:
-        head = sock.recv(pdu.HEADER_LENGTH, socket.MSG_PEEK | socket.MSG_WAITALL)
+        try:
+            head = sock.recv(pdu.HEADER_LENGTH, socket.MSG_PEEK | socket.MSG_WAITALL)
+        except (BlockingIOError, TimeoutError) as exc:
+            raise NoRequest(f"no A-ASSOCIATE-RQ within {timeout}s") from exc
+        if not head:
+            raise NoRequest("connection closed before an A-ASSOCIATE-RQ")
         if len(head) < pdu.HEADER_LENGTH:
             return None
         pdu_type, length = pdu.parse_header(head)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pynetdicom.transport import ThreadedAssociationServer
 
-from node.net.acceptor import peek_associate_request
+from node.net.acceptor import NoRequest, peek_associate_request
 from node.services.fastpath import FastStoragePath
 
 log = logging.getLogger("node.association")
@@ -31,7 +31,13 @@ class NodeServer(ThreadedAssociationServer):
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         fast = self.fast_path
         if fast is not None and self.ssl_context is None:
-            proposal = peek_associate_request(request, fast.acse_timeout)
+            try:
+                proposal = peek_associate_request(request, fast.acse_timeout)
+            except NoRequest as exc:
+                # A port probe, or a peer that never spoke: nothing to answer.
+                log.info("connection from %s closed: %s", client_address[0], exc)
+                request.close()
+                return
             if proposal is not None and fast.takes(proposal):
                 try:
                     fast.serve(request, client_address, proposal)

@@ -206,3 +206,14 @@ def test_idle_association_is_aborted_after_the_network_timeout(
         source, _reason = expect_abort(link)  # blocks until the node gives up on us
         assert source == pdu.ABORT_SOURCE_PROVIDER
     assert echo_works(node)
+
+
+def test_silent_connection_is_closed_after_the_acse_timeout(
+    make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]
+) -> None:
+    node = start_node(make_config(node={"acse_timeout": 1}))
+    with socket.create_connection(("127.0.0.1", node.port), timeout=30) as silent:
+        assert silent.recv(1) == b""  # closed by the node, not by our timeout
+    with socket.create_connection(("127.0.0.1", node.port)):
+        pass  # a port probe that closes at once
+    assert echo_works(node)
