@@ -39,6 +39,7 @@ from node.services.contexts import (
     storage_sop_classes,
     verification_context,
 )
+from node.services.inflight import InFlight
 from node.services.store import StoreService
 
 log = logging.getLogger("node.association")
@@ -101,7 +102,8 @@ class FastStoragePath:
         # Services only pynetdicom serves: a request proposing any goes there whole.
         self._elsewhere = {str(mpps_context().abstract_syntax), *(str(u) for u in QR_SOP_CLASSES)}
         self._acceptors: set[StorageAcceptor] = set()
-        self._idle = threading.Condition()
+        self._lock = threading.Lock()
+        self._running = InFlight()
         self.served = 0  # connections taken by the fast path (for status and tests)
 
     def takes(self, request: AssociateRequest) -> bool:
@@ -114,15 +116,15 @@ class FastStoragePath:
         """Serve one association to its end, on the calling (connection) thread."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         acceptor = StorageAcceptor(sock, str(address[0]), request, self.settings)
-        with self._idle:
+        with self._lock:
             self._acceptors.add(acceptor)
             self.served += 1
         try:
-            acceptor.run(self)
+            with self._running.track():
+                acceptor.run(self)
         finally:
-            with self._idle:
+            with self._lock:
                 self._acceptors.discard(acceptor)
-                self._idle.notify_all()
 
     def admit(self, request: AssociateRequest, address: str) -> Refusal | AssociationHandlers:
         rejection = self.policy.check(request.calling_ae, request.called_ae, address)
@@ -144,21 +146,14 @@ class FastStoragePath:
         return association
 
     def active(self) -> int:
-        with self._idle:
-            return len(self._acceptors)
+        return self._running.count
 
     def wait_idle(self, deadline: float) -> bool:
         """Wait until no fast-path association is left, or the monotonic ``deadline``."""
-        with self._idle:
-            while self._acceptors:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(remaining)
-            return True
+        return self._running.wait_idle(max(0.0, deadline - time.monotonic()))
 
     def abort_all(self) -> None:
-        with self._idle:
+        with self._lock:
             acceptors = list(self._acceptors)
         for acceptor in acceptors:
             acceptor.abort()
