@@ -9,7 +9,8 @@ folder, TCP_NODELAY=1) twice:
   * by dicom-node: a queued transfer run to the end, that is every C-STORE, then the
     Signed Manifest built over the acknowledged instances (a MAC per instance, signed,
     archived with its sidecar) and sent last. The time to the last instance's answer is
-    shown too.
+    shown too. The partner has no TLS, so the C-STOREs go through dicom-node's own
+    association requestor (node.net.requestor), not pynetdicom.
 The ratio is storescu's time divided by dicom-node's; the target is 0.5 or more.
 
 Part 2, checking: a Signed Manifest referencing M instances (default 1000, CT 256x256) is

@@ -39,6 +39,8 @@ DATA_SET_PRESENT = 0x0000
 
 # Error Comment is LO: at most 64 characters (PS3.5 Table 6.2-1).
 _COMMENT_LIMIT = 64
+# AE values are padded with a space, not a NUL, and hold at most 16 characters.
+_AE_ELEMENTS = frozenset({MOVE_DESTINATION, MOVE_ORIGINATOR_AE})
 _ELEMENT = struct.Struct("<HHI")
 _US = struct.Struct("<H")
 
@@ -86,6 +88,9 @@ def _value(element: int, value: int | str) -> bytes:
     if element == ERROR_COMMENT:
         raw = raw[:_COMMENT_LIMIT]
         return raw + b" " if len(raw) % 2 else raw
+    if element in _AE_ELEMENTS:
+        raw = raw[:16]
+        return raw + b" " if len(raw) % 2 else raw  # AE padding (PS3.5 6.2)
     return raw + b"\0" if len(raw) % 2 else raw  # UI padding (PS3.5 9.1)
 
 
@@ -122,15 +127,28 @@ def response(
     return encode_command(elements)
 
 
-def store_request(message_id: int, sop_class: str, sop_instance: str, priority: int = 0) -> bytes:
-    """A C-STORE-RQ command set announcing a data set (PS3.7 9.3.1.1)."""
-    return encode_command(
-        [
-            (AFFECTED_SOP_CLASS_UID, sop_class),
-            (COMMAND_FIELD, C_STORE_RQ),
-            (MESSAGE_ID, message_id),
-            (PRIORITY, priority),
-            (COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
-            (AFFECTED_SOP_INSTANCE_UID, sop_instance),
-        ]
-    )
+def store_request(
+    message_id: int,
+    sop_class: str,
+    sop_instance: str,
+    priority: int = 0,
+    *,
+    originator: tuple[str, int] | None = None,
+) -> bytes:
+    """A C-STORE-RQ command set announcing a data set (PS3.7 9.3.1.1).
+
+    ``originator``: Move Originator AE Title and Message ID, when the C-STORE is a
+    sub-operation of a C-MOVE (PS3.7 Table 9.3-1).
+    """
+    elements: list[tuple[int, int | str]] = [
+        (AFFECTED_SOP_CLASS_UID, sop_class),
+        (COMMAND_FIELD, C_STORE_RQ),
+        (MESSAGE_ID, message_id),
+        (PRIORITY, priority),
+        (COMMAND_DATA_SET_TYPE, DATA_SET_PRESENT),
+        (AFFECTED_SOP_INSTANCE_UID, sop_instance),
+    ]
+    if originator is not None:
+        elements.append((MOVE_ORIGINATOR_AE, originator[0]))
+        elements.append((MOVE_ORIGINATOR_MESSAGE_ID, originator[1]))
+    return encode_command(elements)

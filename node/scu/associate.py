@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,12 +11,24 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
-from pynetdicom.presentation import PresentationContext
+from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from node.config import NodeConfig, RemoteAE
 from node.errors import OperationFailed
+from node.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from node.net.link import PeerAborted, PeerClosed
+from node.net.pdu import PduError, ProposedContext
+from node.net.requestor import (
+    Association,
+    AssociationRejected,
+    ConnectFailed,
+    RequestorSettings,
+    request_association,
+)
 from node.services.tls import client_context
+
+log = logging.getLogger("node.scu")
 
 
 def set_nodelay(event: Any) -> None:
@@ -91,14 +104,85 @@ def associate(
             why = "aborted the association"
         else:
             why = "could not be reached"
-        raise OperationFailed(
-            f"{remote.name} ({remote.ae_title}@{remote.host}:{remote.port}) {why}"
-        )
+        raise OperationFailed(f"{_named(remote)} {why}")
     try:
         yield assoc
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _named(remote: RemoteAE) -> str:
+    return f"{remote.name} ({remote.ae_title}@{remote.host}:{remote.port})"
+
+
+@contextmanager
+def store_association(
+    config: NodeConfig, remote: RemoteAE, proposals: Sequence[tuple[str, Sequence[str]]]
+) -> Iterator[Any]:
+    """An association to send C-STORE requests to ``remote`` on, released on exit.
+
+    ``proposals``: (abstract syntax, transfer syntaxes) of each presentation context.
+    Plain TCP uses our own requestor (:mod:`node.net.requestor`), which sends a stored
+    data set without copying it through pynetdicom's PDU loop; a TLS partner gets a
+    pynetdicom association (``sendmsg`` does not exist on TLS sockets).
+    :func:`node.scu.store.send_instance` sends on either.
+    """
+    if remote.tls is not None:
+        contexts = [build_context(sop, list(syntaxes)) for sop, syntaxes in proposals]
+        with associate(config, remote, contexts) as pynetdicom_assoc:
+            yield pynetdicom_assoc
+        return
+    assoc = _request(config, remote, proposals)
+    try:
+        yield assoc
+    finally:
+        if assoc.is_open:
+            try:
+                assoc.release()
+            except (OSError, PduError) as exc:
+                # Every answer that mattered has arrived; the association was aborted.
+                log.warning("release of the association to %s failed: %s", _named(remote), exc)
+
+
+def _request(
+    config: NodeConfig, remote: RemoteAE, proposals: Sequence[tuple[str, Sequence[str]]]
+) -> Association:
+    """Open a plain-TCP association with :mod:`node.net.requestor`, or OperationFailed."""
+    settings = RequestorSettings(
+        calling_ae=config.node.ae_title,
+        called_ae=remote.ae_title,
+        host=remote.host,
+        port=remote.port,
+        max_pdu=config.node.max_pdu,
+        acse_timeout=config.node.acse_timeout,
+        network_timeout=config.node.network_timeout,
+        dimse_timeout=config.node.dimse_timeout,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+    )
+    # Presentation context IDs are odd, 1 to 255 (PS3.8 9.3.2.2).
+    contexts = [
+        ProposedContext(2 * n + 1, sop, tuple(syntaxes))
+        for n, (sop, syntaxes) in enumerate(proposals)
+    ]
+    try:
+        return request_association(settings, contexts)
+    except ConnectFailed as exc:
+        why = f"could not be reached ({exc})"
+    except AssociationRejected as exc:
+        why = f"rejected the association ({exc})"
+    except PeerAborted:
+        why = "aborted the association"
+    except PeerClosed:
+        why = "closed the connection instead of answering the association request"
+    except TimeoutError:
+        why = f"did not answer the association request within {config.node.acse_timeout:g} s"
+    except PduError as exc:
+        why = f"answered the association request with an invalid PDU ({exc})"
+    except OSError as exc:
+        why = f"lost the connection during association ({exc})"
+    raise OperationFailed(f"{_named(remote)} {why}")
 
 
 def echo(config: NodeConfig, remote: RemoteAE) -> tuple[bool, str]:

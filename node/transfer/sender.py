@@ -25,7 +25,7 @@ from node.config import NodeConfig, RemoteAE
 from node.documents.publish import DocumentPublisher
 from node.errors import NodeError, OperationFailed
 from node.identity import new_uid
-from node.scu.associate import associate
+from node.scu.associate import store_association
 from node.scu.store import (
     ACKNOWLEDGED,
     BUSY,
@@ -33,7 +33,7 @@ from node.scu.store import (
     Outgoing,
     accepted_pairs,
     classify,
-    contexts_for,
+    proposals_for,
     send_instance,
 )
 from node.storage.archive import Archive
@@ -129,8 +129,8 @@ class TransferSender:
             [ItemResult(uid, REFUSED, None, "no longer in the archive") for uid in vanished],
         )
         outgoing = [self._outgoing(row) for row in pending]
-        contexts = contexts_for(outgoing, also=[MANIFEST_PAIR])
-        with associate(self.config, partner, contexts) as assoc:
+        proposals = proposals_for(outgoing, also=[MANIFEST_PAIR])
+        with store_association(self.config, partner, proposals) as assoc:
             self._send_instances(assoc, transfer, outgoing, progress)
             acknowledged, _ = self.queue.archived_items(transfer.transfer_id, SENT)
             if not acknowledged:
