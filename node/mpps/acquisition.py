@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, bindparam, or_, select, update
 
 from node.storage import audit
 from node.storage.database import acquisitions, instances, mpps_expected
+from node.storage.prepared import Prepared, raw_cursor
 
 log = logging.getLogger("node.acquisition")
 
@@ -67,6 +68,19 @@ class AcquisitionTracker:
         self.build_kos = build_kos
         # Called with (MPPS UID, KOS UID) once, right after a KOS is built (send rules).
         self.on_built = on_built
+        # Runs once per stored instance: compiled once (node.storage.prepared).
+        self._waits_query = Prepared(
+            engine,
+            select(acquisitions.c.mpps_uid, acquisitions.c.state, mpps_expected.c.sop_instance_uid)
+            .join(mpps_expected, mpps_expected.c.mpps_uid == acquisitions.c.mpps_uid)
+            .where(
+                (mpps_expected.c.sop_instance_uid == bindparam("instance"))
+                | and_(
+                    mpps_expected.c.series_uid == bindparam("series"),
+                    or_(acquisitions.c.state == KOS_BUILT, acquisitions.c.state == INCOMPLETE),
+                )
+            ),
+        )
 
     def get(self, mpps_uid: str) -> Acquisition | None:
         with self.engine.connect() as conn:
@@ -151,25 +165,17 @@ class AcquisitionTracker:
 
     def waits_for(self, sop_instance_uid: str, series_uid: str) -> tuple[list[str], list[str]]:
         """(MPPS waiting for this instance, MPPS already decided that cover its series)."""
-        query = (
-            select(acquisitions.c.mpps_uid, acquisitions.c.state, mpps_expected.c.sop_instance_uid)
-            .join(mpps_expected, mpps_expected.c.mpps_uid == acquisitions.c.mpps_uid)
-            .where(
-                (mpps_expected.c.sop_instance_uid == sop_instance_uid)
-                | and_(
-                    mpps_expected.c.series_uid == series_uid,
-                    acquisitions.c.state.in_((KOS_BUILT, INCOMPLETE)),
-                )
-            )
-        )
         waiting: set[str] = set()
         decided: set[str] = set()
-        with self.engine.connect() as conn:
-            for mpps_uid, state, listed in conn.execute(query):
-                if listed == sop_instance_uid and state in (WAITING, FAILED):
-                    waiting.add(mpps_uid)
-                elif state in (KOS_BUILT, INCOMPLETE):
-                    decided.add(mpps_uid)
+        with raw_cursor(self.engine) as cursor:
+            rows = self._waits_query.run(
+                cursor, {"instance": sop_instance_uid, "series": series_uid}
+            ).fetchall()
+        for mpps_uid, state, listed in rows:
+            if listed == sop_instance_uid and state in (WAITING, FAILED):
+                waiting.add(mpps_uid)
+            elif state in (KOS_BUILT, INCOMPLETE):
+                decided.add(mpps_uid)
         return sorted(waiting), sorted(decided)
 
     def record_late_arrival(self, mpps_uid: str, sop_instance_uid: str, study_uid: str) -> None:

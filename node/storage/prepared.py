@@ -22,28 +22,45 @@ from sqlalchemy.sql.expression import ClauseElement
 
 
 class Prepared:
-    """One statement compiled for ``engine``'s dialect; parameters are given by name."""
+    """One statement compiled for ``engine``'s dialect; parameters are given by name.
+
+    ``keys``: the columns an INSERT sets. Bound values written into the statement (a
+    LIMIT, a constant in a comparison) are kept as defaults; avoid ``in_()``, whose
+    expanding parameters need SQLAlchemy's own execution.
+    """
 
     def __init__(
         self, engine: Engine, statement: ClauseElement, keys: Sequence[str] | None = None
     ) -> None:
         compiled = statement.compile(
-            dialect=engine.dialect,
-            column_keys=list(keys) if keys is not None else None,
-            compile_kwargs={"literal_binds": keys is None},
+            dialect=engine.dialect, column_keys=list(keys) if keys is not None else None
         )
         self.sql = compiled.string
+        self._defaults: dict[str, Any] = dict(compiled.params)
         # Positional paramstyles (SQLite's qmark) need the bind names in order.
         self._order: list[str] | None = getattr(compiled, "positiontup", None)
 
     def run(self, cursor: Any, params: Mapping[str, Any] | None = None) -> Any:
-        if params is None:
-            cursor.execute(self.sql)
-        elif self._order is not None:
-            cursor.execute(self.sql, tuple(params[name] for name in self._order))
+        values = {**self._defaults, **params} if params else self._defaults
+        if self._order is not None:
+            cursor.execute(self.sql, tuple(values[name] for name in self._order))
         else:
-            cursor.execute(self.sql, dict(params))
+            cursor.execute(self.sql, values)
         return cursor
+
+
+@contextlib.contextmanager
+def _translated(engine: Engine) -> Iterator[None]:
+    """DB-API errors raised as SQLAlchemy's own types."""
+    dbapi = engine.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.IntegrityError as exc:
+        raise sa_exc.IntegrityError(None, None, exc) from exc
+    except dbapi.OperationalError as exc:
+        raise sa_exc.OperationalError(None, None, exc) from exc
+    except dbapi.Error as exc:
+        raise sa_exc.DatabaseError(None, None, exc) from exc
 
 
 @contextlib.contextmanager
@@ -54,26 +71,35 @@ def raw_transaction(engine: Engine) -> Iterator[Any]:
     (:mod:`node.storage.database`), so concurrent writers serialise before reading the
     audit chain's last record.
     """
-    dbapi = engine.dialect.loaded_dbapi
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
+    with _translated(engine):
+        raw = engine.raw_connection()
         try:
-            if engine.dialect.name == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
-            yield cursor
-            raw.commit()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                raw.rollback()
-            raise
+            cursor = raw.cursor()
+            try:
+                if engine.dialect.name == "sqlite":
+                    cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                raw.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    raw.rollback()
+                raise
+            finally:
+                cursor.close()
         finally:
-            cursor.close()
-    except dbapi.IntegrityError as exc:
-        raise sa_exc.IntegrityError(None, None, exc) from exc
-    except dbapi.OperationalError as exc:
-        raise sa_exc.OperationalError(None, None, exc) from exc
-    except dbapi.Error as exc:
-        raise sa_exc.DatabaseError(None, None, exc) from exc
-    finally:
-        raw.close()  # back to the pool
+            raw.close()  # back to the pool
+
+
+@contextlib.contextmanager
+def raw_cursor(engine: Engine) -> Iterator[Any]:
+    """A DB-API cursor for reads outside any explicit transaction."""
+    with _translated(engine):
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
