@@ -23,7 +23,11 @@ Nagle's algorithm and delayed ACKs make them about 60 times slower). Each run ge
 receiver with fresh state; the source files are read once beforehand to warm the page cache, and
 ``sync`` runs just before each send. After one warm-up round, each round runs every receiver
 once, in an order rotated from round to round, so that machine drift hits all of them alike.
-Each run is verified: storescu exits 0 and the receiver holds every instance.
+Each run is verified: storescu exits 0 and the receiver holds every instance. The files
+of every run are deleted only after the last run: ext4 skips inodes freed in the last
+minutes when it allocates new ones, so deleting a run's thousands of files right away made
+the next receiver's file creations slower (seen with perf: up to a quarter of a receiver's
+CPU samples in that scan). This needs about 3 GB of free space with the default sets.
 
 Usage: bench_ingest.py [--data DIR] [--runs 3] [--sets ct512,ct64]
                        [--peers storescp,orthanc] [--markdown]
@@ -590,15 +594,22 @@ def one_run(name: str, folder: Path, n: int, rundir: Path, logpath: Path, tools:
             log(f"    note: {name}: {note}")
         problems += [f"{name} {note}" for note in receiver.notes if "killed" in note]
     ok = not problems
-    if ok:
-        shutil.rmtree(rundir, ignore_errors=True)
+    # A successful run's files stay until the whole benchmark ends (see main): deleting
+    # thousands of files here would slow the next receiver's file creation.
     detail = "ok" if ok else "; ".join(problems) + f" (log {logpath}, state {rundir})"
     return Run(wall, ok, detail, sender_cpu, rcv_cpu)
 
 
 def bench_set(
-    setname: str, folder: Path, receivers: list[str], runs: int, work: Path, tools: Tools
+    setname: str,
+    folder: Path,
+    receivers: list[str],
+    runs: int,
+    work: Path,
+    tools: Tools,
+    finished: list[Path],
 ) -> list[Series]:
+    """Run every round of one set; successful run folders are added to ``finished``."""
     files = set_files(folder)
     n, nbytes = len(files), sum(p.stat().st_size for p in files)
     log(f"{setname}: {n} files, {nbytes / 1e6:.1f} MB; warming the page cache")
@@ -611,6 +622,8 @@ def bench_set(
         for name in order:
             rundir = work / f"{setname}-{name}-{rnd}"
             run = one_run(name, folder, n, rundir, work / "logs" / f"{setname}-{name}.log", tools)
+            if run.ok:
+                finished.append(rundir)
             rate = n / run.wall_s if run.ok and run.wall_s > 0 else float("nan")
             log(
                 f"  [{setname}] {label:<11} {name:<10} {run.wall_s:8.3f} s {rate:7.0f} inst/s"
@@ -749,13 +762,16 @@ def main(argv: list[str] | None = None) -> int:
     (work / "logs").mkdir()
     log(f"work folder {work}; receivers {', '.join(receivers)}")
     results: list[Series] = []
+    finished: list[Path] = []
     for setname in args.sets:
         folder = ensure_set(args.data, setname)
-        results += bench_set(setname, folder, receivers, args.runs, work, tools)
+        results += bench_set(setname, folder, receivers, args.runs, work, tools, finished)
     print(describe(results, tools, args.runs))
     print()
     print(table(results, args.markdown))
     failed = sum(s.failed for s in results)
+    for rundir in finished:
+        shutil.rmtree(rundir, ignore_errors=True)
     if failed:
         log(f"{failed} run(s) failed; logs and state kept under {work}")
         return 1
