@@ -125,7 +125,7 @@ class StorageAcceptor:
 
     def run(self, admission: Admission) -> None:
         sock = self.link.sock
-        sock.settimeout(self.settings.network_timeout)
+        self.link.set_timeout(self.settings.network_timeout)
         try:
             self.link.read_pdu()  # the A-ASSOCIATE-RQ the server peeked at and decoded
             if self.request.application_context != pdu.APPLICATION_CONTEXT_NAME:

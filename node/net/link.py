@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,23 @@ class Link:
         # Our advertised Maximum Length (0: unlimited); P-DATA beyond it is a violation.
         self.max_receive = max_receive
         self._send_lock = threading.Lock()
+        self._timeout: float | None = -1.0  # not set by us yet
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Limit each read and write to ``seconds`` (None: wait for ever).
+
+        The limit is the kernel's (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking socket, not
+        Python's socket timeout, which polls before every call and doubled the system
+        calls per C-STORE. An expired limit raises TimeoutError, as Python's would.
+        """
+        if seconds == self._timeout:
+            return
+        self._timeout = seconds
+        self.sock.settimeout(None)
+        whole = int(seconds or 0)
+        value = struct.pack("ll", whole, int(((seconds or 0) - whole) * 1_000_000))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
     # ------------------------------------------------------------------ reading
     def _read_exact(self, size: int) -> bytearray:
@@ -59,7 +77,10 @@ class Link:
         view = memoryview(buffer)
         got = 0
         while got < size:
-            n = self.sock.recv_into(view[got:], size - got)
+            try:
+                n = self.sock.recv_into(view[got:], size - got)
+            except BlockingIOError as exc:  # SO_RCVTIMEO expired
+                raise TimeoutError("no data from the peer within the time limit") from exc
             if n == 0:
                 raise PeerClosed("connection closed by the peer")
             got += n
@@ -104,7 +125,10 @@ class Link:
         with self._send_lock:
             pending = [memoryview(b).cast("B") for b in buffers if len(b)]
             while pending:
-                sent = self.sock.sendmsg(pending[:_IOV_BATCH])
+                try:
+                    sent = self.sock.sendmsg(pending[:_IOV_BATCH])
+                except BlockingIOError as exc:  # SO_SNDTIMEO expired
+                    raise TimeoutError("the peer took no data within the time limit") from exc
                 while sent:
                     head = pending[0]
                     if sent >= len(head):

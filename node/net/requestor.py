@@ -110,6 +110,7 @@ def request_association(
         raise ConnectFailed(f"no connection to {settings.host}:{settings.port}: {why}") from exc
     link = Link(sock, settings.max_pdu)
     try:
+        link.set_timeout(settings.acse_timeout)
         # Without it the last segment of each message waits for the peer's delayed ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         request = pdu.encode_associate_rq(
@@ -173,7 +174,6 @@ class Association:
                 self.accepted.setdefault((cx.abstract_syntax, result.transfer_syntax), cx.id)
         self.is_open = True
         self._message_id = 0
-        self._timeout: float | None = link.sock.gettimeout()
 
     def store(
         self,
@@ -275,6 +275,4 @@ class Association:
         self.link.sock.close()
 
     def _set_timeout(self, timeout: float | None) -> None:
-        if timeout != self._timeout:
-            self.link.sock.settimeout(timeout)
-            self._timeout = timeout
+        self.link.set_timeout(timeout)

@@ -119,7 +119,8 @@ def test_peer_without_store_role_is_refused(
 class FullDisk(FileStore):
     """A storage layer whose writes fail as on a full filesystem."""
 
-    def _write_all(self, fd: int, data: bytes) -> None:
+    def _write_all(self, fd: int, chunks: list[bytes]) -> None:
+        data = b"".join(chunks)
         os.write(fd, data[: len(data) // 2])  # a partial write first, as a real disk would
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
