@@ -19,6 +19,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from node.errors import InvalidRequest
+from node.signatures.encoding import LONG_VRS
 from node.storage.uids import checked_uid
 
 _PIXEL_DATA = 0x7FE00010
@@ -131,9 +132,7 @@ def _decode_text(value: bytes, vr: str, encodings: list[str]) -> str:
 
 
 # Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
+_LONG_VRS = frozenset(vr.encode() for vr in LONG_VRS)
 _HEADER_TAG_SET = frozenset(int(t) for t in _HEADER_TAGS)
 _DICTIONARY_VRS = {int(t): dictionary_VR(t) for t in _HEADER_TAGS}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
