@@ -217,7 +217,7 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     if removed:
         log.warning("removed %d temporary files left by an interrupted write", removed)
     archive = Archive(files, open_database(config.storage.database))
-    registry = AssociationRegistry(AccessPolicy(config), archive)
+    registry = AssociationRegistry(AccessPolicy(config), archive, config.node.max_associations)
     inflight = InFlight()
     jobs = Jobs()
     publisher = DocumentPublisher(config, archive)  # one key cache for the node's documents

@@ -19,14 +19,17 @@ from pynetdicom.acse import ACSE
 
 from node.access import AccessPolicy, Rejection
 from node.config import Role
+from node.net.acceptor import (  # A-ASSOCIATE-RJ fields, PS3.8 9.3.4
+    RJ_PERMANENT,
+    RJ_REASON_LOCAL_LIMIT_EXCEEDED,
+    RJ_SOURCE_PROVIDER_PRESENTATION,
+    RJ_SOURCE_USER,
+    RJ_TRANSIENT,
+)
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 
 log = logging.getLogger("node.association")
-
-# A-ASSOCIATE-RJ result 1 (rejected-permanent), source 1 (DICOM UL service-user).
-_REJECTED_PERMANENT = 0x01
-_SOURCE_SERVICE_USER = 0x01
 
 
 @dataclass
@@ -61,12 +64,21 @@ class _PolicyACSE(ACSE):
         called = str(request.called_ae_title).strip()
         address = str(self.assoc.requestor.address)
         rejection = self._registry.policy.check(calling, called, address)
+        if rejection is None and self._registry.full():
+            # pynetdicom counts only its own associations; ours include the fast path's.
+            self._registry.log_full(calling, address)
+            self.send_reject(
+                RJ_TRANSIENT, RJ_SOURCE_PROVIDER_PRESENTATION, RJ_REASON_LOCAL_LIMIT_EXCEEDED
+            )
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
         if rejection is None:
             super()._negotiate_as_acceptor()
             return
         self.requestor.ae_title = calling
         self._registry.rejected(calling, called, address, rejection)
-        self.send_reject(_REJECTED_PERMANENT, _SOURCE_SERVICE_USER, int(rejection.reason))
+        self.send_reject(RJ_PERMANENT, RJ_SOURCE_USER, int(rejection.reason))
         evt.trigger(self.assoc, evt.EVT_REJECTED, {})
         self.assoc.kill()
 
@@ -74,9 +86,12 @@ class _PolicyACSE(ACSE):
 class AssociationRegistry:
     """Tracks accepted associations and records their custody events."""
 
-    def __init__(self, policy: AccessPolicy, archive: Archive) -> None:
+    def __init__(
+        self, policy: AccessPolicy, archive: Archive, max_associations: int | None = None
+    ) -> None:
         self.policy = policy
         self.archive = archive
+        self.max_associations = max_associations
         self._infos: weakref.WeakKeyDictionary[Any, AssociationInfo] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -99,6 +114,18 @@ class AssociationRegistry:
         """Associations in progress, on either path."""
         with self._lock:
             return len(self._infos)
+
+    def full(self) -> bool:
+        """True when another association would exceed ``node.max_associations``."""
+        return self.max_associations is not None and self.count() >= self.max_associations
+
+    def log_full(self, calling_ae: str, address: str) -> None:
+        log.warning(
+            "association from %s@%s refused: %d associations in progress",
+            calling_ae,
+            address,
+            self.max_associations,
+        )
 
     def active(self) -> list[AssociationInfo]:
         with self._lock:

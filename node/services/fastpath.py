@@ -84,7 +84,6 @@ class FastStoragePath:
         self.registry = registry
         self.store = store
         self.policy: AccessPolicy = registry.policy
-        self.max_associations = cfg.max_associations
         self.acse_timeout = cfg.acse_timeout
         storage = tuple(str(ts) for ts in STORAGE_TRANSFER_SYNTAXES)
         contexts = {str(uid): storage for uid in storage_sop_classes()}
@@ -131,13 +130,8 @@ class FastStoragePath:
         if rejection is not None:
             self.registry.rejected(request.calling_ae, request.called_ae, address, rejection)
             return Refusal(RJ_PERMANENT, RJ_SOURCE_USER, int(rejection.reason))
-        if self.registry.count() >= self.max_associations:
-            log.warning(
-                "association from %s@%s refused: %d associations in progress",
-                request.calling_ae,
-                address,
-                self.max_associations,
-            )
+        if self.registry.full():
+            self.registry.log_full(request.calling_ae, address)
             return Refusal(
                 RJ_TRANSIENT, RJ_SOURCE_PROVIDER_PRESENTATION, RJ_REASON_LOCAL_LIMIT_EXCEEDED
             )

@@ -198,6 +198,24 @@ def test_association_limit_counts_fast_path_associations(
     assert instance_count(node) == 1
 
 
+def test_association_limit_counts_both_paths(
+    make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]
+) -> None:
+    node = start_node(make_config(node={"max_associations": 1}))
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(ModalityPerformedProcedureStep)  # a pynetdicom-path request
+    with raw_association(node.port):
+        refused = ae.associate("127.0.0.1", node.port, ae_title="DICOM_NODE")
+        assert refused.is_rejected
+        assert refused.acceptor.primitive.result_source == 3  # service provider (presentation)
+        assert refused.acceptor.primitive.diagnostic == 2  # local limit exceeded
+    assert node.fast_path is not None
+    node.fast_path.wait_idle(deadline=time.monotonic() + 30)
+    accepted = ae.associate("127.0.0.1", node.port, ae_title="DICOM_NODE")
+    assert accepted.is_established
+    accepted.release()
+
+
 def test_idle_association_is_aborted_after_the_network_timeout(
     make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]
 ) -> None:
