@@ -22,7 +22,6 @@ from node.documents.publish import DocumentPublisher
 from node.errors import ConfigError
 from node.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.jobs.scheduler import Jobs
-from node.jobs.worker import SerialWorker
 from node.manifests.receiver import ManifestReceiver
 from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
@@ -170,8 +169,7 @@ class Node:
             assoc.abort()
         if fast is not None:
             fast.abort_all()
-        if self.store.worker is not None:
-            self.store.worker.stop(max(0.0, deadline - time.monotonic()) + 5.0)
+        self.store.worker.stop(max(0.0, deadline - time.monotonic()) + 5.0)
         self.jobs.shutdown(wait=True)  # a KOS being built is finished, not cut off
         self.archive.engine.dispose()
         self.stopped.set()
@@ -233,14 +231,8 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     manifests = ManifestReceiver(config, archive, jobs)
     # The MPPS look-up costs a query per instance, so it runs after the answer; a
     # missed trigger is harmless, as every wait is checked again at start and deadline.
-    after_store = SerialWorker("after-store")
     store = StoreService(
-        archive,
-        registry,
-        inflight,
-        listeners=[manifests.on_stored],
-        deferred=[workflow.on_stored],
-        worker=after_store,
+        archive, registry, inflight, listeners=[manifests.on_stored], deferred=[workflow.on_stored]
     )
     mpps = MppsService(
         MppsRegistry(archive.engine, config.acquisition.completion_timeout),

@@ -33,6 +33,15 @@ class SerialWorker:
                 self._thread.start()
         self._queue.put((func, args))
 
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything submitted so far has run; False on timeout."""
+        with self._lock:
+            if not self._started:
+                return True
+        done = threading.Event()
+        self._queue.put((done.set, ()))
+        return done.wait(timeout)
+
     def stop(self, timeout: float) -> bool:
         """Run what was submitted, then end; False when ``timeout`` passed first."""
         with self._lock:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from node.net import dimse, pdu
-from node.net.link import Link, Message, PeerAborted, PeerClosed
+from node.net.link import Link, Message, PeerAborted, PeerClosed, timeval
 from node.net.pdu import AcceptedContext, AssociateAccept, AssociateRequest, PduError
 from node.services.status import Status
 
@@ -251,12 +250,7 @@ def peek_associate_request(sock: socket.socket, timeout: float | None) -> Associ
     previous = sock.gettimeout()
     # A blocking socket with SO_RCVTIMEO: MSG_WAITALL then waits for the whole PDU.
     sock.settimeout(None)
-    whole = int(timeout or 0)
-    sock.setsockopt(
-        socket.SOL_SOCKET,
-        socket.SO_RCVTIMEO,
-        struct.pack("ll", whole, int(((timeout or 0) - whole) * 1_000_000)),
-    )
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
     try:
         try:
             head = sock.recv(pdu.HEADER_LENGTH, socket.MSG_PEEK | socket.MSG_WAITALL)
@@ -276,5 +270,5 @@ def peek_associate_request(sock: socket.socket, timeout: float | None) -> Associ
     except (OSError, PduError):
         return None
     finally:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(None))
         sock.settimeout(previous)

@@ -16,11 +16,16 @@ from dataclasses import dataclass
 from node.net import pdu
 from node.net.dimse import Command, decode_command, has_data_set
 from node.net.pdu import PduError
+from node.vectored import write_vectored
 
 # Largest non-P-DATA PDU we read: an A-ASSOCIATE with every context is far smaller.
 _CONTROL_PDU_LIMIT = 1 << 20
-# Buffers per sendmsg call: well under the kernel's IOV_MAX (1024 on Linux).
-_IOV_BATCH = 512
+
+
+def timeval(seconds: float | None) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO; None (or 0) means no limit."""
+    whole = int(seconds or 0)
+    return struct.pack("ll", whole, int(((seconds or 0) - whole) * 1_000_000))
 
 
 class PeerClosed(ConnectionError):
@@ -66,8 +71,7 @@ class Link:
             return
         self._timeout = seconds
         self.sock.settimeout(None)
-        whole = int(seconds or 0)
-        value = struct.pack("ll", whole, int(((seconds or 0) - whole) * 1_000_000))
+        value = timeval(seconds)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
@@ -123,20 +127,10 @@ class Link:
     def send(self, buffers: Sequence[bytes | memoryview]) -> None:
         """Write ``buffers`` in order as one stream (one system call when it fits)."""
         with self._send_lock:
-            pending = [memoryview(b).cast("B") for b in buffers if len(b)]
-            while pending:
-                try:
-                    sent = self.sock.sendmsg(pending[:_IOV_BATCH])
-                except BlockingIOError as exc:  # SO_SNDTIMEO expired
-                    raise TimeoutError("the peer took no data within the time limit") from exc
-                while sent:
-                    head = pending[0]
-                    if sent >= len(head):
-                        sent -= len(head)
-                        pending.pop(0)
-                    else:
-                        pending[0] = head[sent:]
-                        sent = 0
+            try:
+                write_vectored(buffers, self.sock.sendmsg)
+            except BlockingIOError as exc:  # SO_SNDTIMEO expired
+                raise TimeoutError("the peer took no data within the time limit") from exc
 
     def send_message(
         self,

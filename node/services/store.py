@@ -39,7 +39,7 @@ class StoreService:
     listeners: list[StoreListener] = field(default_factory=list)
     # Run after the answer, in order, on one background thread (see SerialWorker).
     deferred: list[StoreListener] = field(default_factory=list)
-    worker: SerialWorker | None = None
+    worker: SerialWorker = field(default_factory=lambda: SerialWorker("after-store"))
 
     def handle(self, event: Any) -> Dataset:
         """EVT_C_STORE handler (pynetdicom path)."""
@@ -71,14 +71,13 @@ class StoreService:
         can run them after its answer has gone out (the worker thread would otherwise
         take the interpreter lock just before the response is sent).
         """
-        sop_uid = sop_instance_uid
         if Role.STORE not in info.roles:
             info.failures += 1
             log.warning("C-STORE refused: %s has no store role", info.peer)
             return Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no store role"
         received = ReceivedInstance(
             sop_class_uid=sop_class_uid,
-            sop_instance_uid=sop_uid,
+            sop_instance_uid=sop_instance_uid,
             transfer_syntax_uid=transfer_syntax_uid,
             dataset=dataset,
             custody=Custody(info.calling_ae, info.address, info.id),
@@ -87,26 +86,25 @@ class StoreService:
             try:
                 outcome = self.archive.store(received)
             except NodeError as exc:
-                return self._failed(info, sop_uid, exc)
+                return self._failed(info, sop_instance_uid, exc)
             except Exception as exc:  # never let a bug become a silent abort
-                log.exception("C-STORE of %s failed unexpectedly", sop_uid)
-                return self._failed(info, sop_uid, exc)
+                log.exception("C-STORE of %s failed unexpectedly", sop_instance_uid)
+                return self._failed(info, sop_instance_uid, exc)
         for listener in self.listeners:
             try:
                 listener(outcome)
             except Exception:
-                log.exception("after-store listener failed for %s", sop_uid)
-        if self.worker is not None:
-            for listener in self.deferred:
-                if followups is None:
-                    self.worker.submit(listener, outcome)
-                else:
-                    followups.append(functools.partial(self.worker.submit, listener, outcome))
+                log.exception("after-store listener failed for %s", sop_instance_uid)
+        for listener in self.deferred:
+            if followups is None:
+                self.worker.submit(listener, outcome)
+            else:
+                followups.append(functools.partial(self.worker.submit, listener, outcome))
         if outcome.result is StoreResult.DUPLICATE_CONFLICT:
             info.duplicates += 1
             log.warning(
                 "C-STORE %s from %s: different copy of an archived instance kept aside as %s",
-                sop_uid,
+                sop_instance_uid,
                 info.peer,
                 outcome.relpath,
             )

@@ -190,29 +190,13 @@ def append_many(conn: Connection, entries: Sequence[Entry]) -> None:
     """Append several records, chained in order, with one read and one insert statement."""
     if not entries:
         return
-    last = conn.execute(_LAST_RECORD).first()
-    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
+    last: Sequence[Any] | None = conn.execute(_LAST_RECORD).first()
     rows = []
     for entry in entries:
-        when = utc_now()
-        body = dict(entry.details or {})
-        digest = record_hash(
-            seq, when, entry.event, entry.study_uid, entry.sop_instance_uid, body, prev
-        )
-        rows.append(
-            {
-                "seq": seq,
-                "recorded_at": when,
-                "event": entry.event,
-                "study_uid": entry.study_uid,
-                "sop_instance_uid": entry.sop_instance_uid,
-                "details": canonical_json(body).decode(),
-                "prev_hash": prev,
-                "hash": digest,
-            }
-        )
-        seq, prev = seq + 1, digest
-    conn.execute(audit_log.insert(), rows)
+        record = _chained(last, entry.event, entry.study_uid, entry.sop_instance_uid, entry.details)
+        rows.append(_row(record))
+        last = (record.seq, record.hash)
+    conn.execute(_INSERT_RECORD, rows)
 
 
 def _rows(conn: Connection, where: Any = None) -> Iterator[AuditRecord]:

@@ -21,10 +21,11 @@ from pathlib import Path, PurePosixPath
 
 from node.errors import StorageError
 from node.storage.uids import checked_uid
+from node.vectored import write_vectored
 
 _RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 TEMP_DIR = ".tmp"
-_IOV_BATCH = 512  # buffers per writev, well under IOV_MAX
+QUARANTINE_DIR = ".quarantine"
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -49,21 +50,14 @@ def move_no_replace(source: Path, target: Path) -> None:
     which has the same outcome for a file no one else holds.
     """
     if _RENAMEAT2 is not None:
-        if (
-            _RENAMEAT2(
-                _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
-            )
-            == 0
-        ):
+        old, new = os.fsencode(source), os.fsencode(target)
+        if _RENAMEAT2(_AT_FDCWD, old, _AT_FDCWD, new, _RENAME_NOREPLACE) == 0:
             return
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
             raise OSError(code, os.strerror(code), str(target))
     os.link(source, target)
     source.unlink()
-
-
-QUARANTINE_DIR = ".quarantine"
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -189,15 +183,7 @@ class FileStore:
 
     def _write_all(self, fd: int, chunks: list[bytes]) -> None:
         """Write ``chunks`` in order with as few system calls as the kernel allows."""
-        views = [memoryview(c) for c in chunks if len(c)]
-        while views:
-            written = os.writev(fd, views[:_IOV_BATCH])
-            while written:
-                if written >= len(views[0]):
-                    written -= len(views.pop(0))
-                else:
-                    views[0] = views[0][written:]
-                    written = 0
+        write_vectored(chunks, lambda views: os.writev(fd, views))
 
     def _make_dirs(self, directory: Path) -> list[Path]:
         """Create missing folders; return the parents whose entries changed, deepest first."""

@@ -155,6 +155,7 @@ def test_completed_before_images_and_one_kos_only(node: Node, tmp_path: Path) ->
     assert node.workflow.tracker.check(uid) == KOS_BUILT
     late = ct_dataset(series_uid=next(iter(series)), number=50, seed=50)
     send(node, tmp_path / "late", [late])
+    assert node.store.worker.drain(timeout=30)  # late arrivals are noted after the answer
     events = [r.event for r in audit.records(node.archive.engine)]
     assert events.count("kos-built") == 1
     assert "late-arrival" in events

@@ -33,17 +33,12 @@ from node.config import NodeConfig
 from node.storage.audit import AuditEvent, records
 from node.storage.database import instances
 from tests.helpers import ct_dataset, dataset_bytes, run, tool, write_part10
+from tests.integration.peers import free_port
 
 pytestmark = pytest.mark.dcmtk
 
 QR_PEER = {"ae_title": "QRSCU", "host": "127.0.0.1", "roles": ["query", "retrieve"]}
 STORE_PEER = {"ae_title": "STORESCU", "host": "127.0.0.1", "roles": ["store"]}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dcmtk(

@@ -26,6 +26,7 @@ from node.storage.index import study_instances
 from node.transfer.queue import COMPLETED, PARTIAL, RETRYING
 from tests.conftest import config_dict
 from tests.helpers import STUDY_UID, ct_dataset, dataset_bytes, run, tool, write_part10
+from tests.integration.peers import free_port
 
 pytestmark = pytest.mark.dcmtk
 
@@ -41,12 +42,6 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
             return found
         tick.wait(0.05)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sites:
