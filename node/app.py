@@ -45,6 +45,7 @@ from node.services.tls import server_context
 from node.storage.archive import Archive
 from node.storage.database import open_database
 from node.storage.files import FileStore
+from node.storage.recovery import recover
 from node.transfer.queue import TransferQueue
 from node.transfer.sender import TransferSender
 from node.transfer.service import TransferService
@@ -172,6 +173,8 @@ class Node:
         self.store.worker.stop(max(0.0, deadline - time.monotonic()) + 5.0)
         self.jobs.shutdown(wait=True)  # a KOS being built is finished, not cut off
         self.archive.engine.dispose()
+        if self.inflight.count == 0:  # else a store may still be between file and row
+            self.archive.files.mark_clean_stop()
         self.stopped.set()
         log.info("%s stopped", self.config.node.ae_title)
 
@@ -205,7 +208,8 @@ def open_archive(config: NodeConfig) -> Archive:
     """
     files = FileStore(config.storage.archive, fsync=config.storage.fsync)
     files.ensure_folders()
-    return Archive(files, open_database(config.storage.database))
+    engine = open_database(config.storage.database)
+    return Archive(files, engine, max_inflated=config.storage.max_inflated_size)
 
 
 def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
@@ -214,7 +218,22 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     removed = files.prepare()
     if removed:
         log.warning("removed %d temporary files left by an interrupted write", removed)
-    archive = Archive(files, open_database(config.storage.database))
+    archive = Archive(
+        files,
+        open_database(config.storage.database),
+        max_inflated=config.storage.max_inflated_size,
+        resolves_unindexed=True,
+    )
+    if not files.take_clean_stop():
+        recovered = recover(archive)
+        if recovered.adopted or recovered.quarantined or recovered.busy:
+            log.warning(
+                "after an unclean stop: %d unindexed files adopted, %d set aside, "
+                "%d left to a writer still running",
+                recovered.adopted,
+                recovered.quarantined,
+                recovered.busy,
+            )
     registry = AssociationRegistry(AccessPolicy(config), archive, config.node.max_associations)
     inflight = InFlight()
     jobs = Jobs()

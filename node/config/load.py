@@ -45,6 +45,12 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _MISSING = object()
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    **{f"{p}b": 1000 ** (n + 1) for n, p in enumerate("kmgt")},
+    **{f"{p}ib": 1 << (10 * (n + 1)) for n, p in enumerate("kmgt")},
+}
 
 
 def ae_title_problem(value: object) -> str | None:
@@ -152,6 +158,15 @@ class _Reader:
             raise ValueError(f"must be a duration such as 30s, 10m or 2h (got {value!r})")
         return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
+    def size(self, value: object) -> int:
+        """Bytes as an integer, or a string such as ``512MiB``, ``4GiB``, ``2GB``."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+        if not match or float(match.group(1)) <= 0:
+            raise ValueError(f"must be a size such as 512MiB or 4GiB (got {value!r})")
+        return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
     def number_duration(self, value: object) -> float:
         """A duration that must be more than zero."""
         seconds = self.duration(value)
@@ -237,11 +252,13 @@ def _local_node(r: _Reader, raw: object) -> LocalNode:
 
 
 def _storage(r: _Reader, raw: object) -> StorageConfig:
-    s = r.section(raw, {"archive", "database", "fsync"})
+    s = r.section(raw, {"archive", "database", "fsync", "max_inflated_size"})
+    d = _defaults(StorageConfig)
     return StorageConfig(
         archive=r.field(s, "archive", r.path, r.path("var/archive")),
         database=r.field(s, "database", r.database, r.database("var/node.sqlite")),
         fsync=r.field(s, "fsync", r.boolean, True),
+        max_inflated_size=r.field(s, "max_inflated_size", r.size, d["max_inflated_size"]),
     )
 
 

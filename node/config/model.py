@@ -59,6 +59,8 @@ class StorageConfig:
     archive: Path = Path("var/archive")
     database: str = "sqlite:///var/node.sqlite"
     fsync: bool = True
+    # A Deflated Explicit VR data set inflating beyond this is refused (PS3.5 A.5).
+    max_inflated_size: int = 4 << 30
 
 
 @dataclass(frozen=True, slots=True)

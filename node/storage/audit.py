@@ -36,6 +36,10 @@ class AuditEvent:
     DUPLICATE_IDENTICAL = "duplicate-identical"
     DUPLICATE_CONFLICT = "duplicate-conflict"
     STORE_FAILED = "store-failed"
+    # A final file without its index row (a writer died before its commit): never
+    # acknowledged, so it is adopted only when whole and consistent, else set aside.
+    UNINDEXED_ADOPTED = "unindexed-file-adopted"
+    UNINDEXED_QUARANTINED = "unindexed-file-quarantined"
     EXPORTED = "exported"
     REPORT_CREATED = "report-created"  # a dictation report draft and its CDA were written
     REPORT_SIGNED = "report-signed"  # a report got its author signature and was archived

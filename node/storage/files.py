@@ -6,15 +6,25 @@ then moved to the final name without overwriting (``renameat2`` with RENAME_NORE
 where the kernel and filesystem offer it, else a hard link and an unlink: both fail
 rather than replace an existing file), and the directory is fsynced. A crash leaves at
 most a temporary file, which never counts as an instance and is removed at the next
-start.
+start, or a final file without its index row, which the archive resolves at the next
+start (:meth:`node.storage.archive.Archive.recover`).
+
+Exactly one writer owns a final name: the name is taken without replacing, and its writer
+holds an exclusive ``flock`` on the file from before the name exists until it releases
+the :class:`HeldFile` (after the index commit, or after removing the file). A second
+receiver of the same instance waits on that lock (:meth:`FileStore.settle`) instead of
+guessing from a missing index row; no code path replaces an archived file.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -26,6 +36,7 @@ from node.vectored import write_vectored
 _RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 TEMP_DIR = ".tmp"
 QUARANTINE_DIR = ".quarantine"
+CLEAN_STOP_MARKER = ".clean-stop"  # written by a serving node that stopped cleanly
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -103,6 +114,30 @@ def quarantine_relpath(sop_instance_uid: str, sha256: str) -> PurePosixPath:
     )
 
 
+def unindexed_quarantine_relpath(sha256: str) -> PurePosixPath:
+    """Where a file found without an index row, and not adoptable, is kept aside."""
+    aside = quarantine_relpath("0", sha256)  # validates the digest
+    return PurePosixPath(QUARANTINE_DIR, "unindexed", aside.name)
+
+
+class HeldFile:
+    """A final file its writer still owns (an exclusive flock on its inode)."""
+
+    def __init__(self, store: FileStore, relpath: PurePosixPath, fd: int) -> None:
+        self.store = store
+        self.relpath = relpath
+        self._fd: int | None = fd
+
+    def remove(self) -> None:
+        """Remove the file while still owning it (its bytes were never acknowledged)."""
+        self.store.remove(self.relpath)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+
 class FileStore:
     """The archive folder: atomic, durable, never-overwriting writes."""
 
@@ -136,11 +171,82 @@ class FileStore:
         Raises FileExistsError if the final name is taken (nothing is changed then),
         StorageError for disk full or I/O errors (no residue is left).
         """
-        self._write(relpath, chunks, overwrite=False)
+        self.write_held(relpath, chunks).release()
 
-    def replace(self, relpath: PurePosixPath, chunks: Iterable[bytes]) -> None:
-        """Durably write a file, atomically replacing an unindexed one of that name."""
-        self._write(relpath, chunks, overwrite=True)
+    def write_held(self, relpath: PurePosixPath, chunks: Iterable[bytes]) -> HeldFile:
+        """:meth:`write_new`, returning the file still owned by the caller.
+
+        Whoever finds the name taken meanwhile waits in :meth:`settle` until the caller
+        releases it, so the index row can be committed before anyone compares with it.
+        """
+        return self._write(relpath, chunks)
+
+    def settle(self, relpath: PurePosixPath, timeout: float) -> HeldFile | None:
+        """Wait until the writer of the existing file ``relpath`` has let it go.
+
+        Returns the file, now owned by the caller (exclusively), or None when it was
+        removed or replaced meanwhile (the caller tries again). Raises StorageError if
+        the writer (another process) still holds it after ``timeout`` seconds.
+        """
+        path = self.path(relpath)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            deadline = time.monotonic() + timeout
+            pause, delay = threading.Event(), 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StorageError(
+                            f"{relpath} is still being stored by another process"
+                        ) from None
+                    pause.wait(delay)  # back off: the writer is fsyncing or committing
+                    delay = min(delay * 2, 0.05)
+            now = os.stat(path)
+            held = os.fstat(fd)
+        except FileNotFoundError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            os.close(fd)
+            return None
+        return HeldFile(self, relpath, fd)
+
+    def set_aside(self, held: HeldFile, target: PurePosixPath) -> None:
+        """Move a held file out of its final name to ``target`` (quarantine).
+
+        Only the serving node's recovery does this, for a file with no index row whose
+        writer is gone; an identical copy already at ``target`` makes it a removal.
+        """
+        destination = self.path(target)
+        created = self._make_dirs(destination.parent)
+        try:
+            move_no_replace(self.path(held.relpath), destination)
+        except FileExistsError:
+            self.path(held.relpath).unlink()
+        for directory in (self.path(held.relpath).parent, destination.parent, *created):
+            self._sync_dir(directory)
+
+    def take_clean_stop(self) -> bool:
+        """True if the last serving node stopped cleanly; the marker is consumed, so a
+        crash from here on leaves none."""
+        marker = self.root / CLEAN_STOP_MARKER
+        if not marker.exists():
+            return False
+        marker.unlink()
+        self._sync_dir(self.root)
+        return True
+
+    def mark_clean_stop(self) -> None:
+        write_atomic(self.root / CLEAN_STOP_MARKER, b"stopped cleanly\n")
 
     def sha256(self, relpath: PurePosixPath | str) -> str:
         """SHA-256 of a stored file, read in 1 MiB blocks."""
@@ -155,31 +261,42 @@ class FileStore:
         path.unlink(missing_ok=True)
         self._sync_dir(path.parent)
 
-    def _write(self, relpath: PurePosixPath, chunks: Iterable[bytes], *, overwrite: bool) -> None:
+    def _write(self, relpath: PurePosixPath, chunks: Iterable[bytes]) -> HeldFile:
         final = self.path(relpath)
         tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
+        fd, moved = -1, False
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                self._write_all(fd, list(chunks))
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            # Owned from before the final name exists: see the module docstring.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._write_all(fd, list(chunks))
+            if self.fsync:
+                os.fsync(fd)
             created = self._make_dirs(final.parent)
-            if overwrite:
-                os.replace(tmp, final)
-            else:
-                move_no_replace(tmp, final)  # atomic, and fails rather than overwrite
+            move_no_replace(tmp, final)  # atomic, and fails rather than overwrite
+            moved = True
             for directory in (final.parent, *created):
                 self._sync_dir(directory)
         except FileExistsError:
             tmp.unlink(missing_ok=True)
+            os.close(fd)
             raise
         except OSError as exc:
             tmp.unlink(missing_ok=True)
+            if moved:  # never durable under its name: it must not stay there
+                final.unlink(missing_ok=True)
+            if fd >= 0:
+                os.close(fd)
             kind = "no space left" if exc.errno in _RESOURCE_ERRNOS else "I/O error"
             raise StorageError(f"cannot write {relpath}: {kind} ({exc.strerror})") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            if moved:
+                final.unlink(missing_ok=True)
+            if fd >= 0:
+                os.close(fd)
+            raise
+        return HeldFile(self, relpath, fd)
 
     def _write_all(self, fd: int, chunks: list[bytes]) -> None:
         """Write ``chunks`` in order with as few system calls as the kernel allows."""

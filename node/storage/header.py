@@ -6,7 +6,6 @@ Pixel Data so a 0.5 MB image costs no more than its header.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass
 from io import BytesIO
@@ -14,12 +13,12 @@ from io import BytesIO
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
-from pydicom.filereader import data_element_generator, read_dataset
+from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from node.errors import InvalidRequest
-from node.signatures.encoding import LONG_VRS
+from node.storage.structure import walk
 from node.storage.uids import checked_uid
 
 _PIXEL_DATA = 0x7FE00010
@@ -125,103 +124,46 @@ _TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
 _TEXT_DELIMITERS = {ord("^"), ord("="), ord("\\")}  # PN component and value separators
 
 
+def _decode(tag: int, value: bytes, vr: str, encodings: list[str]) -> str:
+    return _decode_text(value, vr or _DICTIONARY_VRS[tag], encodings)
+
+
 def _decode_text(value: bytes, vr: str, encodings: list[str]) -> str:
     if vr in _TEXT_VRS:
         return str(decode_bytes(value, encodings, _TEXT_DELIMITERS)).strip(" \0")
     return value.decode("ascii", "replace").strip(" \0")
 
 
-# Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2).
-_LONG_VRS = frozenset(vr.encode() for vr in LONG_VRS)
 _HEADER_TAG_SET = frozenset(int(t) for t in _HEADER_TAGS)
 _DICTIONARY_VRS = {int(t): dictionary_VR(t) for t in _HEADER_TAGS}
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_TAG_AND_SHORT = struct.Struct("<HH2sH")
-_TAG_AND_LONG = struct.Struct("<HHI")
+# Deflated data sets inflate to at most this many bytes unless configured otherwise.
+DEFAULT_MAX_INFLATED = 4 << 30
 
 
-class _NotSimple(Exception):
-    """A layout the quick scan leaves to pydicom (undefined lengths, odd VRs)."""
+def read_header(
+    raw: bytes | memoryview, transfer_syntax: UID, *, max_inflated: int = DEFAULT_MAX_INFLATED
+) -> InstanceHeader:
+    """Check the structure of a received data set and read the attributes the archive needs.
 
-
-def _scan_values(data: bytes, implicit: bool) -> dict[int, tuple[bytes, str]]:
-    """The header elements of a Little Endian data set, read straight from its bytes.
-
-    Top-level elements only, each skipped by its length, until the last wanted tag has
-    passed. Anything unusual (an undefined length, an unknown VR, a truncated element)
-    raises _NotSimple, and pydicom's parser reads the data set instead.
+    One walk over every element header (:mod:`node.storage.structure`) both proves the
+    data set well formed and collects the raw values kept; only those are decoded. This
+    runs for every C-STORE, so it builds no pydicom Dataset.
     """
-    values: dict[int, tuple[bytes, str]] = {}
-    offset, end = 0, len(data)
-    while offset + 8 <= end:
-        if implicit:
-            group, element, length = _TAG_AND_LONG.unpack_from(data, offset)
-            tag = group << 16 | element
-            vr = _DICTIONARY_VRS.get(tag, "")
-            offset += 8
-        else:
-            group, element, raw_vr, length = _TAG_AND_SHORT.unpack_from(data, offset)
-            tag = group << 16 | element
-            if not (raw_vr.isalpha() and raw_vr.isupper()):
-                raise _NotSimple
-            vr = raw_vr.decode()
-            offset += 8
-            if raw_vr in _LONG_VRS:
-                if offset + 4 > end:
-                    raise _NotSimple
-                (length,) = struct.unpack_from("<I", data, offset)
-                offset += 4
-        if tag > _LAST_HEADER_TAG:
-            return values
-        if length == _UNDEFINED_LENGTH or offset + length > end:
-            raise _NotSimple
-        if tag in _HEADER_TAG_SET:
-            values[tag] = (data[offset : offset + length], vr)
-        offset += length
-    if offset != end:
-        raise _NotSimple
-    return values
-
-
-def _raw_values(data: bytes, transfer_syntax: UID) -> dict[int, tuple[bytes, str]]:
-    if transfer_syntax.is_little_endian:
-        try:
-            return _scan_values(data, transfer_syntax.is_implicit_VR)
-        except _NotSimple:
-            pass
-    return _parsed_values(data, transfer_syntax)
-
-
-def _parsed_values(data: bytes, transfer_syntax: UID) -> dict[int, tuple[bytes, str]]:
-    values: dict[int, tuple[bytes, str]] = {}
-    for element in data_element_generator(
-        BytesIO(data),
-        transfer_syntax.is_implicit_VR,
-        transfer_syntax.is_little_endian,
-        stop_when=lambda tag, _vr, _length: tag > _LAST_HEADER_TAG,
-        specific_tags=_HEADER_TAGS,
-    ):
-        value = element.value
-        if isinstance(value, bytes):
-            values[int(element.tag)] = (value, element.VR or dictionary_VR(element.tag))
-    return values
-
-
-def read_header(raw: bytes, transfer_syntax: UID) -> InstanceHeader:
-    """Parse and check the attributes the archive needs from a received data set.
-
-    Reads raw elements up to group 0020 and decodes only the ones kept: this runs for
-    every C-STORE, so it does not build a pydicom Dataset.
-    """
-    data = dataset_bytes_for_parsing(raw, transfer_syntax)
+    values = walk(
+        raw,
+        implicit=transfer_syntax.is_implicit_VR,
+        little=transfer_syntax.is_little_endian,
+        deflated=transfer_syntax.is_deflated,
+        wanted=_HEADER_TAG_SET,
+        max_inflated=max_inflated,
+    )
     try:
-        values = _raw_values(data, transfer_syntax)
         encodings = ["iso8859"]
         if _CHARSET in values:
             terms = values[_CHARSET][0].decode("ascii", "replace").strip(" \0").split("\\")
             encodings = convert_encodings([t.strip() for t in terms])
         text = {
-            keyword: _decode_text(*values[tag], encodings) if tag in values else ""
+            keyword: _decode(tag, *values[tag], encodings) if tag in values else ""
             for keyword, tag in _KEYWORD_TAGS.items()
         }
     except Exception as exc:  # pydicom raises many types for broken encodings
