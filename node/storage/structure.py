@@ -105,9 +105,11 @@ class _InflatingSource(_Source):
         """Up to ``want`` more inflated bytes; b"" only at the end of the stream."""
         while True:
             chunk: bytes | memoryview
+            if self._inflater.eof:  # what follows the stream may sit in unconsumed_tail
+                return b""
             if self._inflater.unconsumed_tail:
                 chunk = self._inflater.unconsumed_tail
-            elif self._inflater.eof or self._fed >= len(self._raw):
+            elif self._fed >= len(self._raw):
                 return b""
             else:
                 chunk = self._raw[self._fed : self._fed + _INPUT_CHUNK]
@@ -120,7 +122,7 @@ class _InflatingSource(_Source):
                 self._produced += len(out)
                 if self._produced > self._max:
                     raise TooLarge(
-                        f"inflated data set exceeds storage.max_inflated_size ({self._max} bytes)"
+                        f"inflates beyond storage.max_inflated_size ({self._max})"
                     )
                 return out
 
@@ -172,7 +174,11 @@ class _InflatingSource(_Source):
 
     def finish(self) -> None:
         # PS3.5 A.5 lets the deflated bytes be padded to an even length: at most one 0.
-        trailer = bytes(self._inflater.unused_data) + bytes(self._raw[self._fed :])
+        inflater = self._inflater
+        # At the stream's end zlib keeps what follows in unused_data, and also in
+        # unconsumed_tail when an output limit stopped that same call.
+        leftover = inflater.unused_data or inflater.unconsumed_tail
+        trailer = leftover + bytes(self._raw[self._fed :])
         if trailer.strip(b"\0") or len(trailer) > 1:
             raise MalformedDataSet(self._produced, "bytes after the deflated stream")
 

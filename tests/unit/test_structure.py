@@ -240,5 +240,6 @@ def test_deflate_bomb_is_walked_in_bounded_memory_and_refused_over_the_ceiling()
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20, f"peak {peak} bytes"
+    walked(bomb(1 << 24) + b"\0", DeflatedExplicitVRLittleEndian)  # padded, output-limited end
     with pytest.raises(TooLarge, match=r"storage\.max_inflated_size"):
         walked(raw, DeflatedExplicitVRLittleEndian, max_inflated=256 << 20)
