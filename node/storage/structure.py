@@ -121,9 +121,7 @@ class _InflatingSource(_Source):
             if out:
                 self._produced += len(out)
                 if self._produced > self._max:
-                    raise TooLarge(
-                        f"inflates beyond storage.max_inflated_size ({self._max})"
-                    )
+                    raise TooLarge(f"inflates beyond storage.max_inflated_size ({self._max})")
                 return out
 
     def _end_reached(self) -> None:
