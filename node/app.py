@@ -38,7 +38,7 @@ from node.services.echo import handle_echo
 from node.services.fastpath import FastStoragePath
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
-from node.services.qr import QueryRetrieveService
+from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
 from node.services.server import NodeServer
 from node.services.store import StoreService
 from node.services.tls import server_context
@@ -111,6 +111,7 @@ class Node:
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
             *self.registry.handlers(),
+            (evt.EVT_REQUESTED, prefer_requestor_syntaxes),  # C-GET storage contexts
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),

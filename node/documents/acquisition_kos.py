@@ -13,6 +13,7 @@ rebuild after a crash finds the KOS already stored instead of making a second on
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy import func, select
@@ -27,6 +28,8 @@ from node.signatures.purposes import SOURCE
 from node.storage.archive import Archive
 from node.storage.database import mpps_expected
 from node.storage.index import find_instance, instances_listed_by
+
+log = logging.getLogger("node.acquisition")
 
 KOS_SERIES_NUMBER = 9901
 TITLE = SIGNED_COMPLETE_ACQUISITION_CONTENT
@@ -77,7 +80,7 @@ class AcquisitionKosBuilder:
                 performed_procedure_step_uid=mpps_uid,
             )
         )
-        self.publisher.publish_signed(
+        published = self.publisher.publish_signed(
             ds,
             SOURCE,
             Provenance(
@@ -94,5 +97,13 @@ class AcquisitionKosBuilder:
                     "title": SIGNED_COMPLETE_ACQUISITION_CONTENT.value,
                 },
             ),
+        )
+        # One line an administrator can find the KOS by (the custody record has the rest).
+        log.info(
+            "acquisition KOS built: study %s, MPPS %s, %d instances, %s",
+            published.study_uid,
+            mpps_uid,
+            len(found),
+            published.path,
         )
         return kos_uid

@@ -6,9 +6,10 @@ Q/R SCP to ask (AE title, host, port) is configuration, never taken from the URL
 - **C-GET**: the instances come back on our association. The storage SOP classes must
   be negotiated up front, so they are learnt first: from the caller's hints, else by a
   C-FIND at IMAGE level (SOP Class UID is an optional key, so it may be missing), else a
-  broad set of common storage classes is proposed. Each instance is stored through
-  :meth:`Archive.store`, the one durable path, and its C-STORE answered Success only
-  after that returns.
+  broad set of common storage classes is proposed; each class with one context per
+  transfer syntax as far as 128 contexts allow (:func:`node.scu.retrieve.get_contexts`).
+  Each instance is stored through :meth:`Archive.store`, the one durable path, and its
+  C-STORE answered Success only after that returns.
 - **C-MOVE**: the source opens its own association to our storage SCP, so the node must
   be serving (checked by C-ECHO first). Arrivals are read back from the audit log that
   the serving node writes, and each requested object is looked up in the index.
@@ -168,7 +169,7 @@ def _learn_for_get(
     if not known or not classes:
         report.notes.append(
             "the SOP classes of the objects are not all known (no hint, and C-FIND gave "
-            f"none): proposing up to {scu.MAX_CONTEXTS - 1} common storage SOP classes"
+            f"none): proposing up to {scu.BROAD_LIMIT} common storage SOP classes"
         )
         classes = scu.broad_storage_classes(classes)
     return _Found(classes, listed)

@@ -5,14 +5,22 @@ collects final statuses. It knows nothing of the archive; a C-GET hands each rec
 instance to a ``Receiver`` callback and answers the C-STORE sub-operation with the
 status that callback returns (so Success goes out only after the archive has stored).
 
-C-GET negotiation (PS3.4 C.5, PS3.7 D.3.3.4): the GET context plus, for every storage
-SOP class we may receive, a presentation context and an SCP/SCU Role Selection item
-with the SCP role. When the SOP classes are known, each gets one context for the
-uncompressed syntaxes and one per compressed syntax, so the source can send each object
-in the syntax it holds (byte for byte, no transcoding). Otherwise a broad set of the
-most common storage SOP classes is proposed, one context each: 127 at most, because an
-association carries at most 128 presentation contexts (PS3.8 9.3.2.2) and one is the
-GET context.
+C-GET negotiation (PS3.4 C.4.3, PS3.7 D.3.3.4): the GET context plus, for every storage
+SOP class we may receive, presentation contexts and an SCP/SCU Role Selection item with
+the SCP role. An accepted context carries one transfer syntax, and a source sends an
+object in a syntax we accepted for its class: to receive every object byte for byte,
+each syntax needs a context of its own. So each class gets a first context led by
+Explicit VR Little Endian (a source that takes the first context of a class for every
+object, as DCMTK ``dcmqrscp`` does, keeps sending Explicit VR), then one context per
+other syntax, most common first (Implicit VR, JPEG Lossless, JPEG Baseline...), as far
+as the budget goes: an association carries at most 128 presentation contexts (PS3.8
+9.3.2.2), one of them the GET context. The syntaxes that get no context of their own
+stay listed in the class's first context. The budget is shared in rounds, so every
+class gets its Implicit VR context before any gets a second compressed one.
+
+When the SOP classes are not known, the classes known so far and the most common ones
+are proposed (:func:`broad_storage_classes`): at most 63, so that each still gets its
+own Implicit VR context.
 """
 
 from __future__ import annotations
@@ -26,7 +34,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+)
 from pynetdicom import AE, build_role, evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.presentation import PresentationContext, build_context
@@ -61,8 +81,28 @@ from node.services.statusmap import status_dataset
 log = logging.getLogger("node.retrieve")
 
 MAX_CONTEXTS = 128
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-COMPRESSED = tuple(ts for ts in STORAGE_TRANSFER_SYNTAXES if ts not in UNCOMPRESSED)
+STORAGE_BUDGET = MAX_CONTEXTS - 1  # one context is the GET context
+# The syntax that leads each class's first context, and the others in the order they
+# get contexts of their own: the most common stored syntaxes first.
+FIRST_SYNTAX = ExplicitVRLittleEndian
+_OWN_CONTEXT_ORDER = (
+    ImplicitVRLittleEndian,
+    JPEGLosslessSV1,
+    JPEGBaseline8Bit,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    JPEG2000,
+    JPEGExtended12Bit,
+    DeflatedExplicitVRLittleEndian,
+)
+OWN_CONTEXT_ORDER: tuple[UID, ...] = tuple(
+    dict.fromkeys(
+        [*_OWN_CONTEXT_ORDER, *(ts for ts in STORAGE_TRANSFER_SYNTAXES if ts != FIRST_SYNTAX)]
+    )
+)
+# The broad set is capped so that each of its classes gets an Implicit VR context too.
+BROAD_LIMIT = STORAGE_BUDGET // 2
 
 # Proposed first when the SOP classes are unknown: the classes a hospital archive holds
 # most (images of every modality, presentation states, SR and KOS, documents, RT,
@@ -112,34 +152,46 @@ class Arrival:
 Receiver = Callable[[Arrival], tuple[Status, str | None]]
 
 
-def broad_storage_classes(first: Sequence[str] = (), limit: int = MAX_CONTEXTS - 1) -> list[str]:
-    """The broad set of storage SOP classes proposed when the classes are not all known.
+def broad_storage_classes(first: Sequence[str] = (), limit: int = BROAD_LIMIT) -> list[str]:
+    """The storage SOP classes proposed when the classes are not all known.
 
     ``first`` (classes known to be needed) lead, then the common ones, then the rest of
-    pynetdicom's storage classes, up to ``limit``.
+    pynetdicom's storage classes, up to ``limit`` (never fewer than ``first``).
     """
     known = [str(uid) for uid in storage_sop_classes()]
     by_keyword = {UID(uid).keyword: uid for uid in known}
     common = [by_keyword[k] for k in COMMON_STORAGE if k in by_keyword]
-    return list(dict.fromkeys([*first, *common, *known]))[:limit]
+    wanted = list(dict.fromkeys(first))
+    return list(dict.fromkeys([*wanted, *common, *known]))[: max(limit, len(wanted))]
 
 
 def get_contexts(sop_classes: Sequence[str]) -> list[PresentationContext]:
-    """The GET context, then storage contexts for ``sop_classes`` (broad set when empty)."""
+    """The GET context, then storage contexts for ``sop_classes`` (broad set when empty).
+
+    Per class: the first context (Explicit VR LE and the syntaxes without a context of
+    their own), then one context per syntax in :data:`OWN_CONTEXT_ORDER`, shared out in
+    rounds within the budget (module docstring).
+    """
     classes = list(dict.fromkeys(sop_classes)) or broad_storage_classes()
-    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)]
-    per_class = 1 + len(COMPRESSED)
-    if len(classes) * per_class <= MAX_CONTEXTS - 1:
-        for uid in classes:
-            contexts.append(build_context(uid, list(UNCOMPRESSED)))
-            contexts.extend(build_context(uid, [ts]) for ts in COMPRESSED)
-    elif len(classes) <= MAX_CONTEXTS - 1:
-        contexts.extend(build_context(uid, list(STORAGE_TRANSFER_SYNTAXES)) for uid in classes)
-    else:
+    if len(classes) > STORAGE_BUDGET:
         raise OperationFailed(
-            f"{len(classes)} SOP classes need more than the {MAX_CONTEXTS - 1} storage "
+            f"{len(classes)} SOP classes need more than the {STORAGE_BUDGET} storage "
             "presentation contexts one C-GET association can carry; use --method move"
         )
+    own = dict.fromkeys(classes, 0)  # per class: how many syntaxes have their own context
+    spare = STORAGE_BUDGET - len(classes)
+    for _ in OWN_CONTEXT_ORDER:
+        for uid in classes:
+            if spare:
+                own[uid] += 1
+                spare -= 1
+    contexts = [build_context(StudyRootQueryRetrieveInformationModelGet)]
+    for uid, count in own.items():
+        separate = OWN_CONTEXT_ORDER[:count]
+        shared: list[str | UID] = [ts for ts in STORAGE_TRANSFER_SYNTAXES if ts not in separate]
+        shared.sort(key=lambda ts: ts != FIRST_SYNTAX)  # stable: Explicit VR LE leads
+        contexts.append(build_context(uid, shared))
+        contexts.extend(build_context(uid, [ts]) for ts in separate)
     return contexts
 
 

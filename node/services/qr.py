@@ -14,6 +14,17 @@ drops group lengths, deflates again, may change a VR). So the handlers yield
 :func:`node.scu.store.send_instance` and passes any other data set on unchanged. A
 stand-in has no file meta, so pynetdicom alone could never send it altered: it fails.
 
+C-GET transfer syntaxes (PS3.4 C.4.3.1, PS3.7 D.3.3.4): the requestor proposes its
+storage contexts, with the SCP role, when it opens the association, before the node
+knows what it will ask for. pynetdicom would accept the first of the *acceptor's*
+syntaxes the requestor lists (Explicit VR Little Endian), so a requestor preferring JPEG
+Lossless (DCMTK ``getscu +xs``) could never get a JPEG-stored object: it is not
+transcoded. :func:`prefer_requestor_syntaxes` therefore accepts, in such a context, the
+first syntax *the requestor* lists among those the node stores objects in (every
+storage syntax it accepts); each sub-operation then uses the context whose syntax is
+the stored one (byte for byte), an uncompressed instance may go in another
+uncompressed syntax, and any other instance fails and is listed as failed.
+
 pynetdicom's C-MOVE can answer only 0xA801 before the sub-association is open. A peer
 without the ``retrieve`` role is therefore answered 0xA801 (it has no destination), and
 an invalid identifier gets 0xA900 after the sub-association to a known destination.
@@ -69,6 +80,41 @@ _MODELS = {
 
 # What a handler yields after the sub-operation count: (status, identifier or stand-in).
 Reply = tuple[int | Dataset, Dataset | None]
+
+
+def prefer_requestor_syntaxes(event: Any) -> None:
+    """EVT_REQUESTED handler: the requestor's order for contexts it proposes the SCP role in.
+
+    Runs before pynetdicom negotiates (which walks the acceptor's syntaxes in order and
+    takes the first the requestor lists): for each storage SOP class the requestor
+    wants to be the Storage SCP of (a C-GET), our syntaxes are put in the order of its
+    first context of that class; ours it does not list follow, unchanged. Only this
+    association's copy of the supported contexts changes. Other contexts keep the
+    node's own preference.
+    """
+    acceptor = event.assoc.acceptor
+    request = event.assoc.requestor.primitive
+    if request is None or not acceptor.writeable:
+        return
+    scp_wanted = {
+        str(uid) for uid, item in event.assoc.requestor.role_selection.items() if item.scp_role
+    }
+    if not scp_wanted:
+        return
+    orders: dict[str, list[str]] = {}
+    for proposed in request.presentation_context_definition_list or []:
+        uid = str(proposed.abstract_syntax)
+        if uid in scp_wanted and uid not in orders:
+            orders[uid] = [str(ts) for ts in proposed.transfer_syntax]
+    contexts = []
+    for context in acceptor.supported_contexts:
+        order = orders.get(str(context.abstract_syntax))
+        if order is not None:
+            ours = [str(ts) for ts in context.transfer_syntax]
+            preferred = [ts for ts in dict.fromkeys(order) if ts in ours]
+            context.transfer_syntax = [*preferred, *(ts for ts in ours if ts not in preferred)]
+        contexts.append(context)
+    acceptor.supported_contexts = contexts
 
 
 def _model(event: Any) -> InformationModel:

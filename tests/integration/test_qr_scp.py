@@ -452,3 +452,80 @@ def test_move_reports_sub_operations_the_destination_cannot_take(
     }
     served = [r for r in records(qr_node.archive.engine) if r.event == AuditEvent.C_MOVE_SERVED]
     assert served[-1].details["failed_sop_instance_uids"] == [plain.SOPInstanceUID]
+
+
+def store_jpeg_series(node: Node, archive: Stored, tmp_path: Path, count: int = 2) -> str:
+    """``count`` JPEG Lossless SV1 CT images (DCMTK dcmcjpeg) in a new series of study A."""
+    series_uid = generate_uid(None)
+    files = []
+    for i in range(1, count + 1):
+        plain = ct_dataset(
+            study_uid=archive.study_a,
+            series_uid=series_uid,
+            number=i,
+            bits=8,
+            seed=70 + i,
+            PatientName="Doe^Jane",
+            PatientID="PID-1",
+            StudyDate="20240315",
+        )
+        source = write_part10(plain, tmp_path / f"jpeg-in/plain{i}.dcm")
+        jpeg = tmp_path / f"jpeg-in/jpeg{i}.dcm"
+        run(tool("dcmcjpeg"), "+e1", source, jpeg, check=True)
+        files.append(jpeg)
+    stored = dcmtk("storescu", node, "-xs", files=tuple(files), aet="STORESCU")
+    assert stored.returncode == 0, stored.stderr
+    rows = archived(node, series_uid)
+    assert len(rows) == count
+    with node.archive.engine.connect() as conn:
+        syntaxes = conn.execute(
+            select(instances.c.transfer_syntax_uid).where(instances.c.series_uid == series_uid)
+        ).scalars()
+        assert set(syntaxes) == {JPEG_LOSSLESS_SV1}
+    return series_uid
+
+
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+
+
+def test_get_prefer_lossless_gets_jpeg_objects_byte_identical(
+    qr_node: Node, archive: Stored, tmp_path: Path
+) -> None:
+    """getscu +xs proposes JPEG Lossless first in its one CT context: that one is accepted."""
+    series_uid = store_jpeg_series(qr_node, archive, tmp_path)
+    out = tmp_path / "got"
+    out.mkdir()
+    keys = (
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={archive.study_a}",
+        f"SeriesInstanceUID={series_uid}",
+    )
+    result = dcmtk("getscu", qr_node, "-S", "+xs", "+B", "-od", out, keys=keys)
+    assert result.returncode == 0, result.stderr
+    assert "Received C-GET Response (Success)" in result.stderr, result.stderr
+    assert "Number of Completed Suboperations : 2" in result.stderr, result.stderr
+    received = _by_uid(sorted(out.iterdir()))
+    assert received == archived(qr_node, series_uid)
+    for path in out.iterdir():
+        assert dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == (
+            JPEG_LOSSLESS_SV1
+        )
+
+
+def test_get_uncompressed_only_cannot_have_jpeg_objects(
+    qr_node: Node, archive: Stored, tmp_path: Path
+) -> None:
+    """Default getscu: uncompressed syntaxes only. JPEG objects fail (never transcoded),
+    are listed as failed; the uncompressed objects of the same request still arrive."""
+    series_uid = store_jpeg_series(qr_node, archive, tmp_path)
+    jpeg_uids = set(archived(qr_node, series_uid))
+    out = tmp_path / "got"
+    out.mkdir()
+    keys = ("QueryRetrieveLevel=STUDY", f"StudyInstanceUID={archive.study_a}")
+    result = dcmtk("getscu", qr_node, "-S", "+B", "-od", out, keys=keys)
+    assert "Number of Completed Suboperations : 5" in result.stderr, result.stderr
+    assert "Number of Failed Suboperations    : 2" in result.stderr, result.stderr
+    received = _by_uid(sorted(out.iterdir()))
+    assert set(received) == set(archived(qr_node, archive.series_a1, archive.series_a2))
+    (served,) = [r for r in records(qr_node.archive.engine) if r.event == AuditEvent.C_GET_SERVED]
+    assert set(served.details["failed_sop_instance_uids"]) == jpeg_uids

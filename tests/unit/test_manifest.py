@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from node.integrity import Reason, sidecar_path, verify_sidecar, write_sidecar
 from node.integrity import manifest as fmt
 from node.storage import audit
-from tests.helpers import split_part10
+from tests.helpers import ct_dataset, split_part10, write_part10
 from tests.unit.test_manifest_support import (
     custody_records,
     make_dicom,
@@ -231,8 +231,15 @@ def test_unsigned_manifest_does_not_stop_a_forger(pair: tuple[Path, Path]) -> No
 
 
 def test_sidecar_of_another_file(tmp_path: Path) -> None:
-    first = make_dicom(tmp_path, "CT_S1_I1_0000-001_export.dcm", seed=1)
-    second = make_dicom(tmp_path, "CT_S1_I2_0000-002_export.dcm", seed=2)
+    # Two files of one size, so that only the name can tell them apart: UIDs of one
+    # length (random ones vary in length, and the sizes with them), different pixels.
+    first, second = (
+        write_part10(
+            ct_dataset(size=16, seed=n, SOPInstanceUID=f"1.2.826.0.1.3680043.10.1.{n}"),
+            tmp_path / f"CT_S1_I{n}_0000-00{n}_export.dcm",
+        )
+        for n in (1, 2)
+    )
     records = custody_records(tmp_path)
     write_sidecar(first, records, AE)
     other = write_sidecar(second, records, AE)
