@@ -9,7 +9,6 @@ replaces its ``trust`` list. Its verdict line is exactly ``Integrity verified`` 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,10 @@ from node.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     add_config_option,
-    config_path,
     load,
+    optional_config,
     progress,
 )
-from node.config import NodeConfig
 from node.errors import UsageError
 
 
@@ -150,13 +148,5 @@ def _trust(args: argparse.Namespace) -> list[Any]:
 
     if args.trust:
         return load_trust(args.trust)
-    config = _optional_config(args)
+    config = optional_config(args)
     return load_trust(config.trust) if config else []
-
-
-def _optional_config(args: argparse.Namespace) -> NodeConfig | None:
-    """The configuration, or None when none was named and the default file is absent."""
-    named = getattr(args, "config", None) or os.environ.get("DICOM_NODE_CONFIG")
-    if not named and not config_path(args).exists():
-        return None
-    return load(args)
