@@ -11,8 +11,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.config import NodeConfig, load_config
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -64,6 +68,25 @@ def add_config_option(parser: argparse.ArgumentParser, *, dest: str = "config") 
     otherwise overwrite the value given before it.
     """
     parser.add_argument("-c", "--config", dest=dest, metavar="FILE", help=CONFIG_HELP)
+
+
+def existing_database(config: NodeConfig) -> Engine | None:
+    """The index for a read-only command, or None when its SQLite file does not exist yet.
+
+    Looking must not create state: ``open_database`` would make the folder and an empty
+    index, so a mistyped ``-c`` would leave a new archive behind.
+    """
+    from node.storage.database import open_database
+
+    url = config.storage.database
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    return open_database(url)
+
+
+def no_database(config: NodeConfig) -> str:
+    """The words for "this node has received nothing yet"."""
+    return f"no index database at {config.storage.database.removeprefix('sqlite:///')} yet"
 
 
 def error(message: str) -> None:

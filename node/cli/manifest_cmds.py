@@ -17,7 +17,9 @@ from node.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     add_config_option,
+    existing_database,
     load,
+    no_database,
     optional_config,
     progress,
 )
@@ -58,9 +60,11 @@ def register(sub: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from node.integrity import export_study, load_signer
-    from node.storage.database import open_database
 
     config = load(args)
+    engine = existing_database(config)
+    if engine is None:
+        raise UsageError(f"study {args.study_uid} is not in the archive ({no_database(config)})")
     signing = config.signing
     signer = None
     if signing.key.exists():
@@ -71,7 +75,6 @@ def run_export(args: argparse.Namespace) -> int:
             "unsigned and detect corruption only, not deliberate modification",
             file=sys.stderr,
         )
-    engine = open_database(config.storage.database)
     try:
         result = export_study(
             engine,
