@@ -60,8 +60,11 @@ def register(sub: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from node.integrity import export_study, load_signer
+    from node.storage.uids import is_valid_uid
 
     config = load(args)
+    if not is_valid_uid(args.study_uid):
+        raise UsageError(f"{args.study_uid!r} is not a valid Study Instance UID")
     engine = existing_database(config)
     if engine is None:
         raise UsageError(f"study {args.study_uid} is not in the archive ({no_database(config)})")
