@@ -207,3 +207,19 @@ def test_config_option_before_and_after_the_command(tmp_path: Path) -> None:
         assert "ae_title: BEFORE_AFTER" in result.stdout, args
     help_text = run_cli("--help").stdout
     assert "-c FILE, --config FILE" in help_text
+
+
+def test_everything_the_node_writes_defaults_under_storage_root(tmp_path: Path) -> None:
+    config = parse_config({"storage": {"root": "../data"}}, tmp_path / "config")
+    root = tmp_path / "data"
+    assert config.storage.root == root
+    assert config.storage.archive == root / "archive"
+    assert config.storage.database == f"sqlite:///{root / 'node.sqlite'}"
+    assert config.signing.key == root / "keys/signer.key.pem"
+    assert config.signing.certificate == root / "keys/signer.cert.pem"
+    assert config.manifests.reports == root / "manifests"
+    assert config.reporting.output == root / "reports"
+    shipped = load_config(ROOT / "config/node.yaml")  # the repository's var/, not config/var/
+    assert shipped.reporting.output == ROOT / "var/reports"
+    assert shipped.manifests.reports == ROOT / "var/manifests"
+    assert shipped.storage.archive == ROOT / "var/archive"
