@@ -7,10 +7,17 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, load
+from node.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_config_option,
+    existing_database,
+    load,
+    no_database,
+)
 from node.mpps.acquisition import AcquisitionTracker
 from node.storage import audit, index
-from node.storage.database import mpps, open_database
+from node.storage.database import mpps
 
 
 def register(sub: Any) -> None:
@@ -30,8 +37,13 @@ def register(sub: Any) -> None:
 
 
 def run_studies(args: argparse.Namespace) -> int:
-    engine = open_database(load(args).storage.database)
+    config = load(args)
+    engine = existing_database(config)
+    if engine is None:
+        print(f"no studies ({no_database(config)})")
+        return EXIT_OK
     rows = index.study_summaries(engine)
+    engine.dispose()
     if not rows:
         print("no studies")
         return EXIT_OK
@@ -46,11 +58,14 @@ def run_studies(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     config = load(args)
-    engine = open_database(config.storage.database)
-    counts = index.totals(engine)
-    chain = audit.verify_chain(engine)
+    engine = existing_database(config)
     print(f"node        {config.node.ae_title} on {config.node.host}:{config.node.port}")
     print(f"archive     {config.storage.archive}")
+    if engine is None:
+        print(f"holds       nothing ({no_database(config)})")
+        return EXIT_OK
+    counts = index.totals(engine)
+    chain = audit.verify_chain(engine)
     print("holds       " + ", ".join(f"{n} {k}" for k, n in counts.items() if k != "duplicates"))
     print(f"duplicates  {counts['duplicates']} conflicting copies kept aside")
     verdict = "intact" if chain.ok else f"BROKEN at record {chain.broken_seq}"
@@ -121,7 +136,12 @@ def _no_builder(mpps_uid: str) -> str:
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:
-    engine = open_database(load(args).storage.database)
+    config = load(args)
+    engine = existing_database(config)
+    if engine is None:
+        # Nothing to verify is not "verified": a deleted index must not pass a check.
+        print(f"audit chain not verified: {no_database(config)}")
+        return EXIT_FAILED
     report = audit.verify_chain(engine)
     if report.ok:
         print(f"audit chain verified: {report.count} records, head {report.head}")

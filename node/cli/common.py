@@ -11,8 +11,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.config import NodeConfig, load_config
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -24,13 +28,29 @@ DEFAULT_CONFIG = Path("config/node.yaml")
 Command = Callable[[argparse.Namespace], int]
 
 
+def named_config(args: argparse.Namespace) -> str | None:
+    """The file ``-c/--config`` names, after the command or before it, else None.
+
+    After the command wins when both are given: it is the one nearer to what it configures.
+    """
+    return getattr(args, "config", None) or getattr(args, "global_config", None)
+
+
 def config_path(args: argparse.Namespace) -> Path:
     """``-c/--config``, else ``$DICOM_NODE_CONFIG``, else ``config/node.yaml``."""
-    given = getattr(args, "config", None)
+    given = named_config(args)
     if given:
         return Path(given)
     env = os.environ.get("DICOM_NODE_CONFIG")
     return Path(env) if env else DEFAULT_CONFIG
+
+
+def optional_config(args: argparse.Namespace) -> NodeConfig | None:
+    """The configuration, or None when none was named and the default file is absent."""
+    named = named_config(args) or os.environ.get("DICOM_NODE_CONFIG")
+    if not named and not DEFAULT_CONFIG.exists():
+        return None
+    return load(args)
 
 
 def load(args: argparse.Namespace) -> NodeConfig:
@@ -38,13 +58,35 @@ def load(args: argparse.Namespace) -> NodeConfig:
     return load_config(config_path(args))
 
 
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        help="configuration file (default: $DICOM_NODE_CONFIG, else config/node.yaml)",
-    )
+CONFIG_HELP = "configuration file (default: $DICOM_NODE_CONFIG, else config/node.yaml)"
+
+
+def add_config_option(parser: argparse.ArgumentParser, *, dest: str = "config") -> None:
+    """``-c/--config FILE``: on the main parser (before the command) and on every command.
+
+    The two are kept under different names, because a sub-command's default would
+    otherwise overwrite the value given before it.
+    """
+    parser.add_argument("-c", "--config", dest=dest, metavar="FILE", help=CONFIG_HELP)
+
+
+def existing_database(config: NodeConfig) -> Engine | None:
+    """The index for a read-only command, or None when its SQLite file does not exist yet.
+
+    Looking must not create state: ``open_database`` would make the folder and an empty
+    index, so a mistyped ``-c`` would leave a new archive behind.
+    """
+    from node.storage.database import open_database
+
+    url = config.storage.database
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    return open_database(url)
+
+
+def no_database(config: NodeConfig) -> str:
+    """The words for "this node has received nothing yet"."""
+    return f"no index database at {config.storage.database.removeprefix('sqlite:///')} yet"
 
 
 def error(message: str) -> None:

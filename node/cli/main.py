@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from node import __version__
-from node.cli.common import EXIT_FAILED, EXIT_USAGE, error
+from node.cli.common import EXIT_FAILED, EXIT_USAGE, add_config_option, error
 from node.errors import ConfigError, NodeError, OperationFailed, UsageError
 
 COMMAND_MODULES = (
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="DICOM network node with a provable chain of custody.",
     )
     parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
+    # Also before the command (dicom-node -c FILE serve), as with git, docker or kubectl.
+    add_config_option(parser, dest="global_config")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -9,7 +9,6 @@ replaces its ``trust`` list. Its verdict line is exactly ``Integrity verified`` 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,12 @@ from node.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     add_config_option,
-    config_path,
+    existing_database,
     load,
+    no_database,
+    optional_config,
     progress,
 )
-from node.config import NodeConfig
 from node.errors import UsageError
 
 
@@ -60,9 +60,14 @@ def register(sub: Any) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from node.integrity import export_study, load_signer
-    from node.storage.database import open_database
+    from node.storage.uids import is_valid_uid
 
     config = load(args)
+    if not is_valid_uid(args.study_uid):
+        raise UsageError(f"{args.study_uid!r} is not a valid Study Instance UID")
+    engine = existing_database(config)
+    if engine is None:
+        raise UsageError(f"study {args.study_uid} is not in the archive ({no_database(config)})")
     signing = config.signing
     signer = None
     if signing.key.exists():
@@ -73,7 +78,6 @@ def run_export(args: argparse.Namespace) -> int:
             "unsigned and detect corruption only, not deliberate modification",
             file=sys.stderr,
         )
-    engine = open_database(config.storage.database)
     try:
         result = export_study(
             engine,
@@ -150,13 +154,5 @@ def _trust(args: argparse.Namespace) -> list[Any]:
 
     if args.trust:
         return load_trust(args.trust)
-    config = _optional_config(args)
+    config = optional_config(args)
     return load_trust(config.trust) if config else []
-
-
-def _optional_config(args: argparse.Namespace) -> NodeConfig | None:
-    """The configuration, or None when none was named and the default file is absent."""
-    named = getattr(args, "config", None) or os.environ.get("DICOM_NODE_CONFIG")
-    if not named and not config_path(args).exists():
-        return None
-    return load(args)

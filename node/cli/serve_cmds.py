@@ -25,23 +25,31 @@ def register(sub: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from node.app import build_node, configure_libraries, ensure_development_key
+    from node.preflight import check_serve, hold_archive
 
     config = load(args)
     configure_libraries(config)
-    ensure_development_key(config)
-    node = build_node(config)
-    stop = threading.Event()
+    # Everything that can be checked is checked before anything is written (node.preflight),
+    # and nothing else writes before this process holds the archive.
+    check_serve(config)
+    lock = hold_archive(config)
+    try:
+        ensure_development_key(config)
+        node = build_node(config)
+        stop = threading.Event()
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    node.start()
-    # Readiness line for supervisors and tests: the port is known only now.
-    print(f"ready {config.node.ae_title} port {node.port}", flush=True)
-    stop.wait()
-    node.stop()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        node.start()
+        # Readiness line for supervisors and tests: the port is known only now.
+        print(f"ready {config.node.ae_title} port {node.port}", flush=True)
+        stop.wait()
+        node.stop()
+    finally:
+        lock.release()
     return EXIT_OK
 
 

@@ -11,11 +11,10 @@ to exist. Key passphrases come only from the environment variable the configurat
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, config_path, load
+from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, load, optional_config
 from node.config import NodeConfig
 from node.errors import UsageError
 
@@ -71,14 +70,6 @@ def register(sub: Any) -> None:
         help="check SR/KOS secure references against the files in DIR",
     )
     verify.set_defaults(func=verify_command)
-
-
-def optional_config(args: argparse.Namespace) -> NodeConfig | None:
-    """The configuration, or None when none was named and the default file is absent."""
-    named = getattr(args, "config", None) or os.environ.get("DICOM_NODE_CONFIG")
-    if not named and not config_path(args).exists():
-        return None
-    return load(args)
 
 
 def keys_init(args: argparse.Namespace) -> int:

@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, load, progress
+from node.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_config_option,
+    existing_database,
+    load,
+    no_database,
+    progress,
+)
 from node.errors import UsageError
 
 
@@ -96,10 +104,12 @@ def run_send(args: argparse.Namespace) -> int:
 
 def run_manifests(args: argparse.Namespace) -> int:
     from node.manifests.receiver import all_manifests
-    from node.storage.database import open_database
 
     config = load(args)
-    engine = open_database(config.storage.database)
+    engine = existing_database(config)
+    if engine is None:
+        print(f"no Signed Manifests received ({no_database(config)})")
+        return EXIT_OK
     try:
         found = all_manifests(engine)
     finally:

@@ -14,8 +14,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from node.config.model import (
     ALL_ROLES,
     AcquisitionConfig,
@@ -38,6 +36,7 @@ from node.config.model import (
     TLSConfig,
     TransfersConfig,
 )
+from node.config.source import read_yaml
 from node.errors import ConfigError
 
 T = TypeVar("T")
@@ -135,8 +134,15 @@ class _Reader:
         return str(value)
 
     def port(self, value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        """A remote TCP port: 1-65535 (0 is no port one can connect to)."""
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
             raise ValueError(f"must be 1-65535 (got {value!r})")
+        return value
+
+    def listen_port(self, value: object) -> int:
+        """Our own listening port: 0 lets the OS choose one."""
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise ValueError(f"must be 0-65535, 0 letting the OS choose (got {value!r})")
         return value
 
     def positive_int(self, value: object) -> int:
@@ -221,6 +227,19 @@ class _Reader:
                 f"unknown role in {value!r} (allowed: {', '.join(r.value for r in Role)})"
             ) from None
 
+    def items(self, raw: object, build: Callable[[Any], T | None]) -> list[T]:
+        """Build each entry of a list; an entry is never left out without an error."""
+        out: list[T] = []
+        for i, item in enumerate(self.listing(raw)):
+            before = len(self.errors)
+            with self.at(i):
+                built = build(item)
+                if built is None and len(self.errors) == before:
+                    self.error("is not a valid entry")
+            if built is not None:
+                out.append(built)
+        return out
+
     def listing(self, raw: object) -> list[Any]:
         if raw is None:
             return []
@@ -240,7 +259,7 @@ def _local_node(r: _Reader, raw: object) -> LocalNode:
     return LocalNode(
         ae_title=r.field(s, "ae_title", r.ae_title, d["ae_title"]),
         host=r.field(s, "host", r.text, d["host"]),
-        port=r.field(s, "port", r.port, d["port"]),
+        port=r.field(s, "port", r.listen_port, d["port"]),
         max_associations=r.field(s, "max_associations", r.positive_int, d["max_associations"]),
         max_pdu=r.field(s, "max_pdu", r.positive_int, d["max_pdu"]),
         network_timeout=r.field(s, "network_timeout", r.duration, d["network_timeout"]),
@@ -252,17 +271,21 @@ def _local_node(r: _Reader, raw: object) -> LocalNode:
 
 
 def _storage(r: _Reader, raw: object) -> StorageConfig:
-    s = r.section(raw, {"archive", "database", "fsync", "max_inflated_size"})
+    s = r.section(raw, {"root", "archive", "database", "fsync", "max_inflated_size"})
     d = _defaults(StorageConfig)
+    # One root for everything the node writes: each path not named in the file is a
+    # fixed name under it (README, "Configuration reference").
+    root = r.field(s, "root", r.path, r.path(str(StorageConfig().root)))
     return StorageConfig(
-        archive=r.field(s, "archive", r.path, r.path("var/archive")),
-        database=r.field(s, "database", r.database, r.database("var/node.sqlite")),
+        root=root,
+        archive=r.field(s, "archive", r.path, root / "archive"),
+        database=r.field(s, "database", r.database, f"sqlite:///{root / 'node.sqlite'}"),
         fsync=r.field(s, "fsync", r.boolean, True),
         max_inflated_size=r.field(s, "max_inflated_size", r.size, d["max_inflated_size"]),
     )
 
 
-def _signing(r: _Reader, raw: object) -> SigningConfig:
+def _signing(r: _Reader, raw: object, root: Path) -> SigningConfig:
     d = _defaults(SigningConfig)
     s = r.section(raw, set(d))
     create = r.field(s, "create_if_missing", r.boolean, False)
@@ -270,8 +293,8 @@ def _signing(r: _Reader, raw: object) -> SigningConfig:
     file_check = r.path if create else r.existing_file
     algorithms = tuple(m.value for m in MacAlgorithm)
     return SigningConfig(
-        key=r.field(s, "key", file_check, r.base / d["key"]),
-        certificate=r.field(s, "certificate", file_check, r.base / d["certificate"]),
+        key=r.field(s, "key", file_check, root / "keys" / d["key"].name),
+        certificate=r.field(s, "certificate", file_check, root / "keys" / d["certificate"].name),
         passphrase_env=r.field(s, "passphrase_env", r.env_name, None),
         mac_algorithm=MacAlgorithm(
             r.field(s, "mac_algorithm", r.choice(algorithms), d["mac_algorithm"].value)
@@ -355,8 +378,8 @@ def _remote(r: _Reader, raw: object) -> RemoteAE | None:
         tls = _client_tls(r, s.get("tls"))
     with r.at("retry"):
         retry = _retry(r, s.get("retry"))
-    if not (name and ae and host and port):
-        return None
+    if name is None or ae is None or host is None or port is None:
+        return None  # each missing or bad field has been reported above
     return RemoteAE(
         name=name,
         ae_title=ae,
@@ -407,13 +430,8 @@ def _send_rule(r: _Reader, raw: object, partners: list[RemoteAE]) -> SendRule | 
 
 def _transfers(r: _Reader, raw: object, partners: list[RemoteAE]) -> TransfersConfig:
     s = r.section(raw, {"rules", "poll_interval"})
-    rules: list[SendRule] = []
     with r.at("rules"):
-        for i, item in enumerate(r.listing(s.get("rules"))):
-            with r.at(i):
-                rule = _send_rule(r, item, partners)
-            if rule:
-                rules.append(rule)
+        rules = r.items(s.get("rules"), lambda item: _send_rule(r, item, partners))
     default = TransfersConfig()
     return TransfersConfig(
         rules=tuple(rules),
@@ -421,12 +439,12 @@ def _transfers(r: _Reader, raw: object, partners: list[RemoteAE]) -> TransfersCo
     )
 
 
-def _manifests(r: _Reader, raw: object) -> ManifestsConfig:
+def _manifests(r: _Reader, raw: object, root: Path) -> ManifestsConfig:
     s = r.section(raw, {"wait", "reports"})
     default = ManifestsConfig()
     return ManifestsConfig(
         wait=r.field(s, "wait", r.duration, default.wait),
-        reports=r.field(s, "reports", r.path, r.path(str(default.reports))),
+        reports=r.field(s, "reports", r.path, root / default.reports.name),
     )
 
 
@@ -463,7 +481,7 @@ def _reporting_person(r: _Reader, raw: object) -> ReportingPerson | None:
     return person if name and key and certificate else None
 
 
-def _reporting(r: _Reader, raw: object, sources: list[RemoteAE]) -> ReportingConfig:
+def _reporting(r: _Reader, raw: object, sources: list[RemoteAE], root: Path) -> ReportingConfig:
     keys = {"wado_base_url", "source", "language", "language_meaning", "institution"}
     s = r.section(raw, keys | {"output", "people"})
     d = ReportingConfig()
@@ -474,8 +492,11 @@ def _reporting(r: _Reader, raw: object, sources: list[RemoteAE]) -> ReportingCon
     people: list[ReportingPerson | None] = []
     with r.at("people"):
         for i, item in enumerate(r.listing(s.get("people"))):
+            before = len(r.errors)
             with r.at(i):
                 people.append(_reporting_person(r, item))
+                if people[-1] is None and len(r.errors) == before:
+                    r.error("is not a valid entry")
     _unique(r, "people", [p.name.casefold() if p else None for p in people])
     return ReportingConfig(
         wado_base_url=r.field(s, "wado_base_url", _web_url, None),
@@ -483,7 +504,7 @@ def _reporting(r: _Reader, raw: object, sources: list[RemoteAE]) -> ReportingCon
         language=r.field(s, "language", _language, d.language),
         language_meaning=r.field(s, "language_meaning", r.text, d.language_meaning),
         institution=r.field(s, "institution", r.text, d.institution),
-        output=r.field(s, "output", r.path, r.path(str(d.output))),
+        output=r.field(s, "output", r.path, root / d.output.name),
         people=tuple(p for p in people if p),
     )
 
@@ -515,25 +536,16 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> NodeCo
     with r.at("storage"):
         storage = _storage(r, top.get("storage"))
     with r.at("signing"):
-        signing = _signing(r, top.get("signing"))
+        signing = _signing(r, top.get("signing"), storage.root)
     with r.at("trust"):
         trust = _trust(r, top.get("trust"), signing)
-    peers: list[Peer] = []
     with r.at("peers"):
-        for i, item in enumerate(r.listing(top.get("peers"))):
-            with r.at(i):
-                peer = _peer(r, item)
-            if peer:
-                peers.append(peer)
-    remotes: dict[str, list[RemoteAE]] = {"partners": [], "sources": []}
-    for section, found in remotes.items():
+        peers = r.items(top.get("peers"), lambda item: _peer(r, item))
+    remotes: dict[str, list[RemoteAE]] = {}
+    for section in ("partners", "sources"):
         with r.at(section):
-            for i, item in enumerate(r.listing(top.get(section))):
-                with r.at(i):
-                    remote = _remote(r, item)
-                if remote:
-                    found.append(remote)
-        _unique(r, section, [x.name for x in found])
+            remotes[section] = r.items(top.get(section), lambda item: _remote(r, item))
+        _unique(r, section, [x.name for x in remotes[section]])
     _unique(r, "peers", [p.ae_title for p in peers])
     with r.at("acquisition"):
         acq = r.section(top.get("acquisition"), {"completion_timeout"})
@@ -543,9 +555,9 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> NodeCo
     with r.at("transfers"):
         transfers = _transfers(r, top.get("transfers"), remotes["partners"])
     with r.at("manifests"):
-        manifests = _manifests(r, top.get("manifests"))
+        manifests = _manifests(r, top.get("manifests"), storage.root)
     with r.at("reporting"):
-        reporting = _reporting(r, top.get("reporting"), remotes["sources"])
+        reporting = _reporting(r, top.get("reporting"), remotes["sources"], storage.root)
     with r.at("tls"):
         tls = _tls(r, top.get("tls"))
     with r.at("logging"):
@@ -573,16 +585,5 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> NodeCo
 
 
 def load_config(path: Path) -> NodeConfig:
-    """Read ``path`` with ``yaml.safe_load`` and validate it completely."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read the file: {exc.strerror or exc}"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, [f"{where}not valid YAML: {problem}"]) from exc
-    return parse_config(data, path.resolve().parent, path)
+    """Read ``path`` (one UTF-8 YAML document, no repeated key) and validate it completely."""
+    return parse_config(read_yaml(path), path.resolve().parent, path)

@@ -53,9 +53,12 @@ class LocalNode:
 class StorageConfig:
     """Where the archive files and the index live.
 
+    ``root`` holds everything the node writes whose path the configuration does not
+    name (archive, index, development keys, manifest reports, draft reports).
     ``database`` is an SQLAlchemy URL; a plain path in the YAML becomes an SQLite URL.
     """
 
+    root: Path = Path("var")
     archive: Path = Path("var/archive")
     database: str = "sqlite:///var/node.sqlite"
     fsync: bool = True

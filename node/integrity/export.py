@@ -9,8 +9,12 @@ series), in series then instance order:
 2. append an ``exported`` custody record (path, OS user, host, hash), committed;
 3. write ``<name>_export.dcm.sig`` whose snapshot holds that record too.
 
-Then ``<study uid>_index.json`` lists every file with its size and SHA-256 and the
-SHA-256 of its sidecar.
+``<study uid>_index.json`` is written twice: first, before any file, listing every file
+the export will write (name, SOP Instance UID, size and SHA-256 from the index) with
+``"complete": false``; last, once every pair is durable, with the sidecars' SHA-256 and
+``"complete": true``. An interrupted export therefore leaves an index that names the
+files it lacks and says it did not finish, and ``verify-manifest DIR`` fails on it
+(node.integrity.folder).
 
 Naming rule: ``<modality>_S<series number>_I<instance number>_<uid tail>``, where the
 uid tail is the last 8 characters of the SOP Instance UID with dots as hyphens, e.g.
@@ -43,6 +47,8 @@ from node.storage.uids import is_valid_uid
 
 EXPORT_SUFFIX = "_export.dcm"
 INDEX_SUFFIX = "_index.json"
+INDEX_FORMAT = "dicom-node-export-index"
+INDEX_VERSION = 2  # 2: "complete", and the index is written first (1: written last only)
 UID_TAIL = 8
 _CHUNK = 1 << 20
 
@@ -164,6 +170,12 @@ def export_study(
         raise UsageError(f"{clashes[0]} already exists; export into an empty folder")
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # First the plan, so that a folder cut short says so (see the module docstring).
+    planned = [
+        _entry(target, item.sop_instance_uid, item.size, item.sha256, None)
+        for item, target in zip(items, targets, strict=True)
+    ]
+    _write_index(index_path, study_uid, ae_title, planned, signer, complete=False)
     history = audit.records(engine, study_uid=study_uid)
     who = _who()
     exported: list[ExportedFile] = []
@@ -180,7 +192,10 @@ def export_study(
         )
         if progress:
             progress(done, len(items))
-    _write_index(index_path, study_uid, ae_title, exported, signer)
+    written = [
+        _entry(e.file, e.sop_instance_uid, e.size, e.sha256, e.sidecar_sha256) for e in exported
+    ]
+    _write_index(index_path, study_uid, ae_title, written, signer, complete=True)
     return ExportResult(study_uid, tuple(exported), index_path, signer.subject if signer else None)
 
 
@@ -270,31 +285,38 @@ def _record_export(
         )
 
 
+def _entry(
+    file: Path, sop_instance_uid: str, size: int, sha256: str, sidecar_sha256: str | None
+) -> dict[str, Any]:
+    return {
+        "file": file.name,
+        "sop_instance_uid": sop_instance_uid,
+        "size": size,
+        "sha256": sha256,
+        "sidecar": fmt.sidecar_path(file).name,
+        "sidecar_sha256": sidecar_sha256,
+    }
+
+
 def _write_index(
     path: Path,
     study_uid: str,
     ae_title: str,
-    exported: Sequence[ExportedFile],
+    entries: Sequence[dict[str, Any]],
     signer: ManifestSigner | None,
+    *,
+    complete: bool,
 ) -> None:
+    """Write (or replace, atomically) the study's index; ``complete`` only at the end."""
     index = {
-        "format": "dicom-node-export-index",
-        "version": 1,
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
         "study_uid": study_uid,
         "ae_title": ae_title,
         "created": audit.utc_now(),
         "signed_by": signer.subject if signer else None,
-        "files": [
-            {
-                "file": e.file.name,
-                "sop_instance_uid": e.sop_instance_uid,
-                "size": e.size,
-                "sha256": e.sha256,
-                "sidecar": e.sidecar.name,
-                "sidecar_sha256": e.sidecar_sha256,
-            }
-            for e in exported
-        ],
+        "complete": complete,
+        "files": list(entries),
     }
     text = json.dumps(index, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     fmt.write_atomic(path, text.encode())

@@ -54,6 +54,10 @@ class Reason(enum.StrEnum):
     SIGNATURE_MISSING = "signature missing"
     SIGNATURE_INVALID = "signature invalid"
     SIGNER_UNTRUSTED = "signer not trusted"
+    # Folder checks (node.integrity.folder): the export as a whole.
+    INDEX_MALFORMED = "export index malformed"
+    EXPORT_INCOMPLETE = "export incomplete"
+    NOT_INDEXED = "not in the export index"
 
 
 VERIFIED = "Integrity verified"

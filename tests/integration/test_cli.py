@@ -62,3 +62,27 @@ def test_echo_studies_status_and_audit(tmp_path: Path, start_node) -> None:
     broken = cli(config, "audit", "verify")
     assert broken.returncode == 1
     assert "BROKEN at record 2" in broken.stdout
+
+
+def test_read_only_commands_on_a_fresh_configuration_create_nothing(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "fresh.yaml", {"node": {"port": 0}, "signing": {"create_if_missing": True}}
+    )
+    database = tmp_path / "var/node.sqlite"
+    expected = {
+        ("studies",): (0, f"no studies (no index database at {database} yet)"),
+        ("status",): (0, f"holds       nothing (no index database at {database} yet)"),
+        ("audit", "verify"): (1, f"audit chain not verified: no index database at {database} yet"),
+        ("manifests",): (0, f"no Signed Manifests received (no index database at {database} yet)"),
+        ("config", "check"): (0, f"# {config}: valid"),
+        ("verify-manifest", str(tmp_path)): (1, "Integrity check FAILED: no .dcm/.dcm.sig files"),
+    }
+    for args, (code, line) in expected.items():
+        result = cli(config, *args)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["fresh.yaml"], args
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        assert any(out.startswith(line) for out in result.stdout.splitlines()), (args, result)
+    export = cli(config, "export", "1.2.3", str(tmp_path / "out"))
+    assert export.returncode == 2
+    assert export.stderr.startswith("dicom-node: study 1.2.3 is not in the archive")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["fresh.yaml"]

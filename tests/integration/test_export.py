@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from node.app import Node
 from node.config import parse_config
+from node.integrity import export_study
 from node.storage import audit
 from node.storage.database import open_database
 from tests.conftest import config_dict
@@ -165,3 +168,53 @@ def test_export_of_an_unknown_or_invalid_study_is_a_usage_error(tmp_path: Path) 
     invalid = cli(config, "export", "../etc", tmp_path / "out")
     assert invalid.returncode == 2
     assert "not a valid Study Instance UID" in invalid.stderr
+
+
+def test_an_interrupted_export_does_not_verify(
+    tmp_path: Path, start_node: Callable[..., Node]
+) -> None:
+    data = config_dict(tmp_path)
+    node = start_node(parse_config(data, tmp_path))
+    store_study(node.port)
+    config = write_config(tmp_path / "node.yaml", data)
+    out = tmp_path / "out"
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_one(done: int, total: int) -> None:
+        if done == 1:
+            raise Interrupted  # as a Ctrl-C or a crash would, between two files
+
+    with pytest.raises(Interrupted):
+        export_study(
+            node.archive.engine,
+            node.config.storage.archive,
+            STUDY_UID,
+            out,
+            ae_title="DICOM_NODE",
+            progress=stop_after_one,
+        )
+    assert len(list(out.glob("*.dcm.sig"))) == 1
+    index = f"{STUDY_UID}_index.json"
+    listed = json.loads((out / index).read_text())
+    assert (listed["complete"], len(listed["files"])) == (False, 3)
+
+    result = cli(config, "verify-manifest", out)
+    assert result.returncode == 1, result.stdout
+    assert f"{index}: Integrity check FAILED: export incomplete" in result.stdout
+    assert result.stdout.count("Integrity check FAILED: file missing or unreadable") == 2
+    assert result.stdout.splitlines()[-1] == "Integrity check FAILED: 3 of 4 files failed"
+
+    # The same folder without its index (what an export cut short used to leave).
+    (out / index).unlink()
+    bare = cli(config, "verify-manifest", out)
+    assert bare.returncode == 1, bare.stdout
+    assert "Integrity check FAILED: not in the export index" in bare.stdout
+    assert bare.stdout.splitlines()[-1] == "Integrity check FAILED: 1 of 1 files failed"
+
+    complete = cli(config, "export", STUDY_UID, tmp_path / "again")
+    assert complete.returncode == 0, complete.stderr
+    assert json.loads((tmp_path / "again" / index).read_text())["complete"] is True
+    trust = tmp_path / "keys/signer.cert.pem"  # the development key signed this export
+    assert cli(config, "verify-manifest", tmp_path / "again", "--trust", trust).returncode == 0

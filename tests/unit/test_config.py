@@ -15,8 +15,8 @@ from node.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 BAD_INPUTS = [
-    ("node: {port: 70000}", "node.port: must be 1-65535"),
-    ("node: {port: eleven}", "node.port: must be 1-65535"),
+    ("node: {port: 70000}", "node.port: must be 0-65535"),
+    ("node: {port: eleven}", "node.port: must be 0-65535"),
     ("node: {ae_title: THIS_TITLE_IS_TOO_LONG}", "node.ae_title: must be 1-16 characters"),
     ("node: {ae_title: 'A\\\\B'}", "node.ae_title: must not contain a backslash"),
     ("node: {ae_title: '    '}", "node.ae_title: must not be all spaces"),
@@ -39,6 +39,10 @@ BAD_INPUTS = [
         "partners[0].retry.factor: must be a positive number",
     ),
     ("sources: [{name: pacs, ae_title: PACS, host: h}]", "sources[0].port: is required"),
+    ("partners: [{name: b, ae_title: B, host: h, port: 0}]", "partners[0].port: must be 1-65535"),
+    ("sources: [{name: s, ae_title: S, host: h, port: 0}]", "sources[0].port: must be 1-65535"),
+    ("peers: [{ae_title: WS, host: h, port: 0}]", "peers[0].port: must be 1-65535"),
+    ("partners: [null]", "partners[0].name: is required"),
     (
         "acquisition: {completion_timeout: soon}",
         "acquisition.completion_timeout: must be a duration",
@@ -132,3 +136,90 @@ def test_config_check_masks_database_password(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout
     assert "postgresql://dicom:***@db/node" in result.stdout
+
+
+# Each is a file PyYAML's safe_load accepts (or a decoding error), but not the node.
+UNREADABLE = [
+    (b"node:\n  ae_title: \xe9A\n", "line 2: not UTF-8 (byte 0xE9 at offset 18)"),
+    (b"node: {ae_title: A}\nnode: {port: 5}\n", "node: duplicate key (lines 1 and 2)"),
+    (b"node:\n  port: 5\n  port: 6\n", "node.port: duplicate key (lines 2 and 3)"),
+    (
+        b"partners:\n  - name: b\n    retry: {factor: 2, factor: 3}\n",
+        "partners[0].retry.factor: duplicate key (lines 3 and 3)",
+    ),
+    (b"", "(top level): the file holds no configuration"),
+    (b"# just a comment\n", "(top level): the file holds no configuration"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), UNREADABLE, ids=[m for _, m in UNREADABLE])
+def test_unreadable_file_exits_2_with_one_line(tmp_path: Path, raw: bytes, message: str) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_bytes(raw)
+    for args in (("config", "check", "-c", str(path)), ("-c", str(path), "serve")):
+        result = run_cli(*args)
+        assert result.returncode == 2, result
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(f"dicom-node: {path}: {message}"), lines
+        assert result.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.yaml"]  # serve wrote nothing
+
+
+def test_aliases_and_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "partners:\n"
+        "  - &a {name: a, ae_title: A, host: h, port: 1, retry: &r {factor: 3}}\n"
+        "  - {name: b, ae_title: B, host: h, port: 2, retry: *r}\n"
+        "  - {<<: *a, name: c}\n"
+    )
+    partners = load_config(path).partners
+    assert [(p.name, p.port, p.retry.factor) for p in partners] == [
+        ("a", 1, 3.0),
+        ("b", 2, 3.0),
+        ("c", 1, 3.0),
+    ]
+
+
+def test_every_listed_remote_is_kept_or_reported(tmp_path: Path) -> None:
+    remotes = [
+        {"name": f"r{port}", "ae_title": "R", "host": "h", "port": port} for port in (1, 65535)
+    ]
+    config = parse_config({"partners": remotes, "sources": remotes}, tmp_path)
+    assert [p.port for p in config.partners] == [1, 65535]
+    assert [p.port for p in config.sources] == [1, 65535]
+
+
+def test_config_option_before_and_after_the_command(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text("node: {ae_title: BEFORE_AFTER}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("node: {ae_title: OTHER}\n")
+    for args in (
+        ("-c", str(path), "config", "check"),
+        ("--config", str(path), "config", "check"),
+        ("config", "check", "-c", str(path)),
+        ("-c", str(other), "config", "check", "-c", str(path)),  # the command's own wins
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "ae_title: BEFORE_AFTER" in result.stdout, args
+    help_text = run_cli("--help").stdout
+    assert "-c FILE, --config FILE" in help_text
+
+
+def test_everything_the_node_writes_defaults_under_storage_root(tmp_path: Path) -> None:
+    config = parse_config({"storage": {"root": "../data"}}, tmp_path / "config")
+    root = tmp_path / "data"
+    assert config.storage.root == root
+    assert config.storage.archive == root / "archive"
+    assert config.storage.database == f"sqlite:///{root / 'node.sqlite'}"
+    assert config.signing.key == root / "keys/signer.key.pem"
+    assert config.signing.certificate == root / "keys/signer.cert.pem"
+    assert config.manifests.reports == root / "manifests"
+    assert config.reporting.output == root / "reports"
+    shipped = load_config(ROOT / "config/node.yaml")  # the repository's var/, not config/var/
+    assert shipped.reporting.output == ROOT / "var/reports"
+    assert shipped.manifests.reports == ROOT / "var/manifests"
+    assert shipped.storage.archive == ROOT / "var/archive"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,11 @@ def test_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = [make_dicom(folder, f"CT_S1_I{i}_x_export.dcm", seed=i) for i in (1, 2, 3)]
     for dcm in files:
         write_sidecar(dcm, records, AE)
+    write_index(folder, [*(f.name for f in files), "lonely_export.dcm"])
+    code, lines, _ = run(capsys, folder)
+    assert code == 1  # the index lists a file that is not there
+    assert "lonely_export.dcm: Integrity check FAILED: file missing or unreadable" in lines
+    write_index(folder, [f.name for f in files])
     code, lines, _ = run(capsys, folder)
     assert code == 0
     assert lines[-2:] == ["3 files verified", "Integrity verified"]
@@ -112,6 +118,44 @@ def test_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty.mkdir()
     code, lines, _ = run(capsys, empty)
     assert (code, lines[0].split(":")[0]) == (1, "Integrity check FAILED")
+
+
+def write_index(folder: Path, names: list[str], *, complete: bool = True) -> Path:
+    """An export index as node.integrity.export writes it (only what the check reads)."""
+    index = folder / "1.2.3_index.json"
+    data = {"format": "dicom-node-export-index", "version": 2, "complete": complete}
+    index.write_text(json.dumps({**data, "files": [{"file": n} for n in names]}))
+    return index
+
+
+def test_folder_without_a_complete_index_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "export"
+    records = custody_records(tmp_path)
+    files = [make_dicom(folder, f"CT_S1_I{i}_x_export.dcm", seed=i) for i in (1, 2, 3)]
+    for dcm in files:
+        write_sidecar(dcm, records, AE)
+    # Every pair verifies on its own, but no index says the export finished.
+    code, lines, _ = run(capsys, folder)
+    assert code == 1
+    for dcm in files:
+        assert f"{dcm.name}: Integrity check FAILED: not in the export index" in lines
+    assert lines[-1] == "Integrity check FAILED: 3 of 3 files failed"
+
+    index = write_index(folder, [f.name for f in files], complete=False)
+    code, lines, _ = run(capsys, folder)
+    assert code == 1
+    assert f"{index.name}: Integrity check FAILED: export incomplete" in lines
+    assert lines[-1] == "Integrity check FAILED: 1 of 4 files failed"
+
+    index.write_text("{not json")
+    code, lines, _ = run(capsys, folder)
+    assert code == 1
+    assert f"{index.name}: Integrity check FAILED: export index malformed" in lines
+
+    write_index(folder, [f.name for f in files])
+    assert run(capsys, folder)[0] == 0
 
 
 def test_bad_trust_file_is_a_usage_error(
