@@ -89,12 +89,20 @@ class CustodyRecorder:
                 return True
             when = audit.utc_now()
             late = Entry(event, study_uid, sop_uid, {**fields, "occurred_at": when, "late": True})
+            first = not self._pending
             if len(self._pending) < self.limit:
                 self._pending.append(late)
+            elif not self._gap.count:
+                first = True
+                self._gap.add(event, when)
             else:
                 self._gap.add(event, when)
-            waiting = len(self._pending) + self._gap.count
-        log.warning("audit record %s kept pending (%d waiting): %s", event, waiting, self._error)
+        # One line when records start to wait, and one when the memory for them is full:
+        # the failures themselves are logged by whoever met them.
+        if first and not self._gap.count:
+            log.warning("audit log not writable (%s): records wait in memory", self._error)
+        elif first:
+            log.error("%d audit records wait; further ones are only counted", self.limit)
         return False
 
     def flush(self) -> bool:
