@@ -120,10 +120,10 @@ class ConnectionGate:
             return True
 
     def _record(self, address: str, reason: str, message: str) -> None:
-        log.warning("connection from %s refused (%s): %s", address, reason, message)
         self.custody.record(
             AuditEvent.ASSOCIATION_REJECTED, peer_address=address, reason=reason, message=message
         )
+        log.warning("connection from %s refused (%s): %s", address, reason, message)
 
     def _refuse_full(self, pending: Pending) -> None:
         message = f"{self.limit} connections already waiting for their A-ASSOCIATE-RQ"
