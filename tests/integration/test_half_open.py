@@ -79,13 +79,14 @@ def echo(port: int) -> int:
 
 def counted(node: Node, count: int) -> None:
     """Wait until the node counts ``count`` half-open connections (readiness, bounded)."""
-    assert node.gate is not None
+    gate = node.gate
+    assert gate is not None
     done = threading.Event()
     for _ in range(int(WAIT * 100)):
-        if node.gate.count() == count:
+        if gate.count() == count:
             return
         done.wait(0.01)
-    raise AssertionError(f"{node.gate.count()} half-open connections counted, not {count}")
+    raise AssertionError(f"{gate.count()} half-open connections counted, not {count}")
 
 
 @PATHS
