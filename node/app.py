@@ -36,6 +36,7 @@ from node.services.contexts import (
 )
 from node.services.echo import handle_echo
 from node.services.fastpath import FastStoragePath
+from node.services.gate import ConnectionGate
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
 from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
@@ -98,6 +99,7 @@ class Node:
     ae: Any
     qr: QueryRetrieveService
     fast_path: FastStoragePath | None = None
+    gate: ConnectionGate | None = None
     server: Any = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -112,6 +114,7 @@ class Node:
             (evt.EVT_CONN_OPEN, set_nodelay),
             *self.registry.handlers(),
             (evt.EVT_REQUESTED, prefer_requestor_syntaxes),  # C-GET storage contexts
+            *(self.gate.handlers() if self.gate else []),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),
@@ -130,9 +133,10 @@ class Node:
         self.transfers.start()
         ssl_context = server_context(self.config.tls) if self.config.tls else None
         try:
+            # No ssl_context for pynetdicom: its accept loop would run the handshake;
+            # NodeServer runs it on each connection's thread (node.net.arrival).
             server = self.ae.make_server(
                 (cfg.host, cfg.port),
-                ssl_context=ssl_context,
                 evt_handlers=handlers,
                 server_class=NodeServer,
             )
@@ -140,6 +144,8 @@ class Node:
             problem = f"node.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
             raise ConfigError(self.config.source, [problem]) from exc
         server.fast_path = self.fast_path
+        server.gate = self.gate
+        server.tls = ssl_context
         # What ae.start_server(block=False) does, with our server class.
         threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
         self.ae._servers.append(server)
@@ -159,6 +165,8 @@ class Node:
         grace = self.config.node.shutdown_grace if grace is None else grace
         deadline = time.monotonic() + grace
         self.server.shutdown()  # no new associations from here on
+        if self.gate is not None:
+            self.gate.close_all()  # connections still waiting for their request
         fast = self.fast_path
         while self.ae.active_associations and time.monotonic() < deadline:
             # Wait on the association threads rather than sleeping blindly.
@@ -173,6 +181,7 @@ class Node:
             fast.abort_all()
         self.store.worker.stop(max(0.0, deadline - time.monotonic()) + 5.0)
         self.jobs.shutdown(wait=True)  # a KOS being built is finished, not cut off
+        self.registry.custody.abandon()
         self.archive.engine.dispose()
         if self.inflight.count == 0:  # else a store may still be between file and row
             self.archive.files.mark_clean_stop()
@@ -262,7 +271,10 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
 
     ae = AE(ae_title=config.node.ae_title)
     cfg = config.node
-    ae.maximum_associations = cfg.max_associations
+    gate = ConnectionGate(registry.custody, cfg.acse_timeout, cfg.max_associations)
+    # The limit is ours, over both paths (node.services.associations). pynetdicom counts
+    # every connection it holds, half-open ones included, so its own check stays above.
+    ae.maximum_associations = cfg.max_associations + gate.limit
     ae.maximum_pdu_size = cfg.max_pdu
     ae.network_timeout = cfg.network_timeout
     ae.acse_timeout = cfg.acse_timeout
@@ -298,4 +310,5 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
         ae,
         qr,
         fast_path,
+        gate,
     )

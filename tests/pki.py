@@ -59,17 +59,26 @@ def make_ca(
     return paths, key, cert
 
 
-def issue(folder: Path, name: str, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> Issued:
+def issue(
+    folder: Path,
+    name: str,
+    ca_key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    valid_from: dt.timedelta = dt.timedelta(minutes=-5),
+    valid_for: dt.timedelta = dt.timedelta(days=1, minutes=5),
+) -> Issued:
+    """A leaf signed by the CA, valid from ``now + valid_from`` for ``valid_for``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = dt.datetime.now(dt.UTC)
+    start = dt.datetime.now(dt.UTC) + valid_from
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(name))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(start)
+        .not_valid_after(start + valid_for)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())

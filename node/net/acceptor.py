@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from node.net import dimse, pdu
-from node.net.link import Link, Message, PeerAborted, PeerClosed, timeval
+from node.net.link import Link, Message, PeerAborted, PeerClosed
 from node.net.pdu import AcceptedContext, AssociateAccept, AssociateRequest, PduError
 from node.services.status import Status
 
@@ -37,10 +37,6 @@ RJ_SOURCE_USER = 1
 RJ_SOURCE_PROVIDER_PRESENTATION = 3
 RJ_REASON_APPLICATION_CONTEXT_NOT_SUPPORTED = 2
 RJ_REASON_LOCAL_LIMIT_EXCEEDED = 2
-
-# Largest A-ASSOCIATE-RQ the fast path peeks at (well inside a default socket receive
-# buffer, so MSG_WAITALL cannot stall); a larger one goes to pynetdicom.
-_REQUEST_LIMIT = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,42 +229,3 @@ class StorageAcceptor:
             raise PduError(f"DIMSE command 0x{field or 0:04X} is not served on this association")
         self.link.send_message(context.id, reply, None, peer_max)
         handlers.replied()
-
-
-class NoRequest(ConnectionError):
-    """A connection that ended, or stayed silent, before its A-ASSOCIATE-RQ."""
-
-
-def peek_associate_request(sock: socket.socket, timeout: float | None) -> AssociateRequest | None:
-    """The A-ASSOCIATE-RQ waiting on ``sock``, read without consuming it (MSG_PEEK).
-
-    None when the first PDU is not a decodable A-ASSOCIATE-RQ: the caller then leaves
-    the connection, untouched, to the full implementation, which answers such cases
-    itself. Raises :class:`NoRequest` when nothing at all arrives within ``timeout`` (the
-    ARTIM wait, PS3.8 9.1.5) or the peer closes first: there is nothing to answer then.
-    """
-    previous = sock.gettimeout()
-    # A blocking socket with SO_RCVTIMEO: MSG_WAITALL then waits for the whole PDU.
-    sock.settimeout(None)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
-    try:
-        try:
-            head = sock.recv(pdu.HEADER_LENGTH, socket.MSG_PEEK | socket.MSG_WAITALL)
-        except (BlockingIOError, TimeoutError) as exc:
-            raise NoRequest(f"no A-ASSOCIATE-RQ within {timeout}s") from exc
-        if not head:
-            raise NoRequest("connection closed before an A-ASSOCIATE-RQ")
-        if len(head) < pdu.HEADER_LENGTH:
-            return None
-        pdu_type, length = pdu.parse_header(head)
-        if pdu_type != pdu.ASSOCIATE_RQ or length > _REQUEST_LIMIT:
-            return None
-        whole_pdu = sock.recv(pdu.HEADER_LENGTH + length, socket.MSG_PEEK | socket.MSG_WAITALL)
-        if len(whole_pdu) < pdu.HEADER_LENGTH + length:
-            return None
-        return pdu.decode_associate_rq(whole_pdu[pdu.HEADER_LENGTH :])
-    except (OSError, PduError):
-        return None
-    finally:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(None))
-        sock.settimeout(previous)

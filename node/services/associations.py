@@ -26,6 +26,7 @@ from node.net.acceptor import (  # A-ASSOCIATE-RJ fields, PS3.8 9.3.4
     RJ_SOURCE_USER,
     RJ_TRANSIENT,
 )
+from node.services.custody import CustodyRecorder
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 
@@ -87,10 +88,17 @@ class AssociationRegistry:
     """Tracks accepted associations and records their custody events."""
 
     def __init__(
-        self, policy: AccessPolicy, archive: Archive, max_associations: int | None = None
+        self,
+        policy: AccessPolicy,
+        archive: Archive,
+        max_associations: int | None = None,
+        custody: CustodyRecorder | None = None,
     ) -> None:
         self.policy = policy
         self.archive = archive
+        # Association records must not refuse or end an association when the database
+        # cannot be written: they wait in memory (node.services.custody).
+        self.custody = custody or CustodyRecorder(archive)
         self.max_associations = max_associations
         self._infos: weakref.WeakKeyDictionary[Any, AssociationInfo] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -120,11 +128,15 @@ class AssociationRegistry:
         return self.max_associations is not None and self.count() >= self.max_associations
 
     def log_full(self, calling_ae: str, address: str) -> None:
-        log.warning(
-            "association from %s@%s refused: %d associations in progress",
-            calling_ae,
-            address,
-            self.max_associations,
+        """Log and record an association refused at ``node.max_associations``."""
+        message = f"{self.max_associations} associations in progress"
+        log.warning("association from %s@%s refused: %s", calling_ae, address, message)
+        self.custody.record(
+            AuditEvent.ASSOCIATION_REJECTED,
+            calling_ae=calling_ae,
+            peer_address=address,
+            reason="association-limit",
+            message=message,
         )
 
     def active(self) -> list[AssociationInfo]:
@@ -133,7 +145,7 @@ class AssociationRegistry:
 
     def rejected(self, calling: str, called: str, address: str, rejection: Rejection) -> None:
         log.warning("association rejected from %s@%s: %s", calling, address, rejection.message)
-        self.archive.record(
+        self.custody.record(
             AuditEvent.ASSOCIATION_REJECTED,
             calling_ae=calling,
             called_ae=called,
@@ -156,7 +168,7 @@ class AssociationRegistry:
         )
         with self._lock:
             self._infos[key] = info
-        self.archive.record(
+        self.custody.record(
             AuditEvent.ASSOCIATION_ACCEPTED,
             association_id=info.id,
             calling_ae=info.calling_ae,

@@ -122,7 +122,7 @@ class StoreService:
         status = status_for(exc)
         log.warning("C-STORE %s from %s failed (%s): %s", sop_uid, info.peer, status.name, exc)
         try:
-            self.archive.record(
+            self.associations.custody.record(  # waits in memory if need be
                 AuditEvent.STORE_FAILED,
                 sop_instance_uid=sop_uid if len(sop_uid) <= 64 else None,
                 association_id=info.id,

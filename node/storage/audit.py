@@ -60,6 +60,8 @@ class AuditEvent:
     MANIFEST_RECEIVED = "manifest-received"
     MANIFEST_VERIFIED = "manifest-verified"
     MANIFEST_CHECK_FAILED = "manifest-check-failed"
+    # Records lost while the database could not be written (node.services.custody).
+    AUDIT_GAP = "audit-gap"
 
 
 @dataclass(frozen=True, slots=True)

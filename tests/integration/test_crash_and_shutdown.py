@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
@@ -15,6 +18,13 @@ from node.storage.database import open_database
 from tests.conftest import config_dict
 from tests.helpers import ct_dataset, sha256
 from tests.integration.process import NodeProcess, write_config
+from tests.integration.test_tls_availability import (
+    PARTIAL_CLIENT_HELLO,
+    client_context,
+    tls_echo,
+    tls_section,
+)
+from tests.pki import issue, make_ca
 
 
 def test_kill_9_during_large_send_loses_nothing_acknowledged(tmp_path: Path) -> None:
@@ -88,3 +98,34 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     key = tmp_path / "keys/signer.key.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     assert any("DEVELOPMENT signing key" in line for line in node.stderr_lines)
+
+
+@pytest.mark.parametrize("first", [b"", PARTIAL_CLIENT_HELLO], ids=["idle", "partial-hello"])
+def test_sigterm_with_a_stalled_tls_connection_stops_within_shutdown_grace(
+    tmp_path: Path, first: bytes
+) -> None:
+    ca, ca_key, ca_cert = make_ca(tmp_path / "pki")
+    pki = {
+        "ca": ca,
+        "server": issue(tmp_path / "pki", "server", ca_key, ca_cert),
+        "client": issue(tmp_path / "pki", "client", ca_key, ca_cert),
+    }
+    grace = 3
+    data = config_dict(
+        tmp_path, tls=tls_section(pki), node={"shutdown_grace": f"{grace}s", "acse_timeout": "5m"}
+    )
+    node = NodeProcess(write_config(tmp_path / "node.yaml", data))
+    stalled = socket.create_connection(("127.0.0.1", node.port))
+    try:
+        stalled.sendall(first)
+        # Served after the stalled connection was accepted (the backlog is in order).
+        assert tls_echo(node.port, client_context(pki))
+        try:
+            code = node.terminate(timeout=grace + 5)  # interpreter exit included
+        except subprocess.TimeoutExpired:
+            node.kill()
+            raise AssertionError("SIGTERM did not stop the node within shutdown_grace") from None
+        assert code == 0
+        assert not any("Traceback" in line for line in node.stderr_lines)
+    finally:
+        stalled.close()

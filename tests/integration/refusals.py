@@ -1,0 +1,74 @@
+"""Waiting for the node's refusal lines, and reading the matching audit records."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+
+from node.storage import audit
+from node.storage.audit import AuditEvent
+
+# Bound for waits on something the node does by itself: generous, never the expected time.
+WAIT = 30.0
+
+
+class RefusalLines(logging.Handler):
+    """Counts the gate's "connection ... refused (REASON)" lines as they are logged.
+
+    The gate logs after its audit record is written, so a counted line means the
+    record is in the database.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reasons: list[str] = []
+        self._changed = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.name == "node.association" and " refused (" in message:
+            with self._changed:
+                self.reasons.append(message.split(" refused (", 1)[1].split(")", 1)[0])
+                self._changed.notify_all()
+
+    def wait_for(self, reason: str, count: int = 1) -> None:
+        with self._changed:
+            ok = self._changed.wait_for(lambda: self.reasons.count(reason) >= count, WAIT)
+        assert ok, f"{count} x {reason} not logged; logged: {self.reasons}"
+
+
+@contextmanager
+def refusal_lines() -> Iterator[RefusalLines]:
+    handler = RefusalLines()
+    logger = logging.getLogger("node.association")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def rejected(engine: Engine) -> list[dict[str, Any]]:
+    """Details of every association-rejected audit record, in order."""
+    return [
+        dict(r.details) for r in audit.records(engine) if r.event == AuditEvent.ASSOCIATION_REJECTED
+    ]
+
+
+def closed_by_node(sock: socket.socket) -> bool:
+    """True once the node has closed ``sock`` (read until end of stream, bounded)."""
+    sock.settimeout(WAIT)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
