@@ -17,7 +17,8 @@ from node.cli.common import (
 )
 from node.mpps.acquisition import AcquisitionTracker
 from node.storage import audit, index
-from node.storage.database import mpps
+from node.storage.database import instances, mpps
+from node.storage.recovery import census
 
 
 def register(sub: Any) -> None:
@@ -68,6 +69,14 @@ def run_status(args: argparse.Namespace) -> int:
     chain = audit.verify_chain(engine)
     print("holds       " + ", ".join(f"{n} {k}" for k, n in counts.items() if k != "duplicates"))
     print(f"duplicates  {counts['duplicates']} conflicting copies kept aside")
+    with engine.connect() as conn:
+        paths = set(conn.execute(select(instances.c.path)).scalars())
+    disk = census(config.storage.archive, paths)
+    print(
+        f"on disk     {disk.instance_files} instance files ({disk.unindexed} without index "
+        f"row, {disk.missing} rows without file), {disk.quarantined} quarantined, "
+        f"{disk.temporary} temporary"
+    )
     verdict = "intact" if chain.ok else f"BROKEN at record {chain.broken_seq}"
     print(f"audit log   {chain.count} records, chain {verdict}")
     _print_procedures(engine)

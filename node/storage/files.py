@@ -203,7 +203,7 @@ class FileStore:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise StorageError(
-                            f"{relpath} is still being stored by another process"
+                            f"another process is still storing {relpath.name}"
                         ) from None
                     pause.wait(delay)  # back off: the writer is fsyncing or committing
                     delay = min(delay * 2, 0.05)
@@ -288,7 +288,7 @@ class FileStore:
             if fd >= 0:
                 os.close(fd)
             kind = "no space left" if exc.errno in _RESOURCE_ERRNOS else "I/O error"
-            raise StorageError(f"cannot write {relpath}: {kind} ({exc.strerror})") from exc
+            raise StorageError(f"{kind}: cannot write {relpath} ({exc.strerror})") from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             if moved:

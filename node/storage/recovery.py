@@ -29,7 +29,7 @@ from sqlalchemy import select
 from node.errors import NodeError, StorageError
 from node.storage.archive import Archive, Custody, ReceivedInstance
 from node.storage.database import instances
-from node.storage.files import HeldFile
+from node.storage.files import QUARANTINE_DIR, TEMP_DIR, HeldFile
 from node.storage.header import read_header
 
 log = logging.getLogger("node.recovery")
@@ -52,6 +52,31 @@ def instance_files(root: Path) -> list[PurePosixPath]:
             continue
         found.extend(relative / n for n in names if n.endswith(".dcm"))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """What lies in the archive folder, set against the index (``dicom-node status``)."""
+
+    instance_files: int  # <study>/<series>/<instance>.dcm
+    unindexed: int  # of those, without an index row
+    missing: int  # index rows whose file is absent
+    quarantined: int  # files under .quarantine (conflicting copies, unindexed files)
+    temporary: int  # writes in progress, or left by a crash (removed at start)
+
+
+def census(root: Path, indexed_paths: set[str]) -> Census:
+    """Count the archive's files and compare them with the index's paths."""
+    on_disk = {str(p) for p in instance_files(root)}
+    quarantine = root / QUARANTINE_DIR
+    temporary = root / TEMP_DIR
+    return Census(
+        instance_files=len(on_disk),
+        unindexed=len(on_disk - indexed_paths),
+        missing=len(indexed_paths - on_disk),
+        quarantined=sum(1 for p in quarantine.rglob("*.dcm")) if quarantine.is_dir() else 0,
+        temporary=sum(1 for _ in temporary.iterdir()) if temporary.is_dir() else 0,
+    )
 
 
 def recover(archive: Archive) -> Recovered:
