@@ -634,6 +634,49 @@ def bench_set(
     return [series[r] for r in receivers]
 
 
+def walk_cost(folder: Path, passes: int = 3) -> tuple[float, float]:
+    """Seconds per instance of the C-STORE path's structure walk (every element header,
+    node.storage.header.read_header) and of SHA-256 over the same data set bytes; the
+    fastest of ``passes`` passes over the set, in this process."""
+    import hashlib
+
+    from node.storage.header import read_header
+
+    items = []
+    for path in set_files(folder):
+        raw = path.read_bytes()
+        end = 144 + int.from_bytes(raw[140:144], "little")  # after the file meta group
+        items.append(raw[end:])
+    syntax = UID(ExplicitVRLittleEndian)
+    walk = digest = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        for data in items:
+            read_header(data, syntax)
+        walk = min(walk, (time.perf_counter() - start) / len(items))
+        start = time.perf_counter()
+        for data in items:
+            hashlib.sha256(data).digest()
+        digest = min(digest, (time.perf_counter() - start) / len(items))
+    return walk, digest
+
+
+def walk_lines(results: list[Series], folders: dict[str, Path]) -> list[str]:
+    lines = []
+    for s in results:
+        wall = s.median_wall()
+        if s.receiver != "dicom-node" or wall is None:
+            continue
+        walk, digest = walk_cost(folders[s.setname])
+        share = walk / (wall / s.n)
+        lines.append(
+            f"structure walk, {s.setname}: {walk * 1e6:.0f} us per instance = "
+            f"{share:.1%} of dicom-node's time per instance "
+            f"(SHA-256 of the same bytes: {digest * 1e6:.0f} us)"
+        )
+    return lines
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -763,12 +806,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"work folder {work}; receivers {', '.join(receivers)}")
     results: list[Series] = []
     finished: list[Path] = []
+    folders: dict[str, Path] = {}
     for setname in args.sets:
-        folder = ensure_set(args.data, setname)
+        folder = folders[setname] = ensure_set(args.data, setname)
         results += bench_set(setname, folder, receivers, args.runs, work, tools, finished)
     print(describe(results, tools, args.runs))
     print()
     print(table(results, args.markdown))
+    print()
+    print("\n".join(walk_lines(results, folders)))
     failed = sum(s.failed for s in results)
     for rundir in finished:
         shutil.rmtree(rundir, ignore_errors=True)
