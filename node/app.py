@@ -183,8 +183,10 @@ class Node:
         self.jobs.shutdown(wait=True)  # a KOS being built is finished, not cut off
         self.registry.custody.abandon()
         self.archive.engine.dispose()
-        if self.inflight.count == 0:  # else a store may still be between file and row
-            self.archive.files.mark_clean_stop()
+        files = self.archive.files
+        # Not clean while a store (ours, or a command's beside us) is between file and row.
+        if self.inflight.count == 0 and not files.writes_in_progress():
+            files.mark_clean_stop()
         self.stopped.set()
         log.info("%s stopped", self.config.node.ae_title)
 
@@ -225,16 +227,18 @@ def open_archive(config: NodeConfig) -> Archive:
 def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
     """Wire a node from its configuration; ``files`` lets tests inject a storage layer."""
     files = files or FileStore(config.storage.archive, fsync=config.storage.fsync)
-    removed = files.prepare()
-    if removed:
-        log.warning("removed %d temporary files left by an interrupted write", removed)
+    leftovers = files.prepare()
+    if leftovers.removed:
+        log.warning("removed %d temporary files left by interrupted writes", leftovers.removed)
+    # A clean stop, and no writer of any process died holding a final name since.
+    clean = files.take_clean_stop() and not leftovers.linked
     archive = Archive(
         files,
         open_database(config.storage.database),
         max_inflated=config.storage.max_inflated_size,
         resolves_unindexed=True,
     )
-    if not files.take_clean_stop():
+    if not clean:
         recovered = recover(archive)
         if recovered.adopted or recovered.quarantined or recovered.busy:
             log.warning(

@@ -27,9 +27,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import logging
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -55,6 +56,7 @@ from node.storage.index import CursorHierarchy, InstanceRow, find_instance
 from node.storage.prepared import Prepared, raw_transaction
 from node.storage.uids import checked_uid
 
+log = logging.getLogger("node.archive")
 PREAMBLE = b"\0" * 128 + b"DICM"
 # How long a receiver waits for another process's writer of the same instance.
 WRITER_WAIT = 30.0
@@ -260,10 +262,11 @@ class Archive:
             return None
         try:
             existing = self._find(incoming.header.sop_instance_uid)
-            if existing is not None:
+            if existing is not None and existing.path == str(incoming.relpath):
                 return existing
-            # Owned, and still no row: its writer died before committing. Never
-            # acknowledged, so it is set aside and this copy takes the name.
+            # Owned, and no row for this file (none for the instance, or one naming another
+            # file): its writer died before committing. Never acknowledged, so it is set
+            # aside and this copy takes the name.
             if not self.resolves_unindexed:
                 raise StorageError(
                     f"{incoming.relpath} exists without an index row; the serving node resolves it"
@@ -319,14 +322,12 @@ class Archive:
                     ),
                 )
         except IntegrityError:
-            # A row without its file (the archived file was removed behind our back):
-            # the name was free, but the row is the acknowledged copy. Ours goes aside.
-            remove()
-            existing = self._find(header.sop_instance_uid)
-            if existing is None:
-                raise StorageError(f"index refused {header.sop_instance_uid}") from None
-            return self._duplicate(incoming, existing)
+            return self._already_indexed(incoming, remove, adopting=not remove_on_failure)
         except SQLAlchemyError as exc:
+            if self._committed_anyway(incoming):
+                return StoreOutcome(
+                    StoreResult.STORED, header, relpath, incoming.sha256, incoming.size
+                )
             remove()  # never leave a file that no row describes
             raise StorageError(f"index update failed: {_reason(exc)}") from exc
         except BaseException:
@@ -335,8 +336,60 @@ class Archive:
         self._known_series.add(header.series_uid)
         return StoreOutcome(StoreResult.STORED, header, relpath, incoming.sha256, incoming.size)
 
+    def _already_indexed(
+        self, incoming: _Incoming, remove: Callable[[], None], *, adopting: bool
+    ) -> StoreOutcome:
+        """The instance has a row although its final name was free: the row's file is
+        missing (removed behind the archive's back), or the row names another file (the
+        same SOP Instance UID under other study or series UIDs)."""
+        header = incoming.header
+        existing = self._find(header.sop_instance_uid)
+        if existing is None:
+            remove()
+            raise StorageError(f"index refused {header.sop_instance_uid}") from None
+        if adopting:
+            raise InvalidRequest(f"its instance is archived as {existing.path}")
+        if existing.path == str(incoming.relpath) and existing.sha256 == incoming.sha256:
+            # The very bytes the row describes: this copy restores the missing file.
+            log.error("archived file %s was missing; restored by a new copy", existing.path)
+            details = self._custody_details(
+                incoming.item.custody, incoming.sha256, incoming.size, existing.path
+            )
+            self.record(
+                AuditEvent.DUPLICATE_IDENTICAL,
+                study_uid=header.study_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                restored_missing_file=True,
+                **details,
+            )
+            return StoreOutcome(
+                StoreResult.DUPLICATE_IDENTICAL,
+                header,
+                incoming.relpath,
+                incoming.sha256,
+                incoming.size,
+            )
+        remove()  # the row is the acknowledged copy; this one is compared with it
+        return self._duplicate(incoming, existing)
+
+    def _committed_anyway(self, incoming: _Incoming) -> bool:
+        """After a commit error: whether the row was committed all the same (a lost
+        reply to COMMIT). Unknown counts as committed, so the file is never removed
+        from under a row; a file kept without one is resolved later."""
+        try:
+            existing = self._find(incoming.header.sop_instance_uid)
+        except StorageError:
+            return True
+        return (
+            existing is not None
+            and existing.path == str(incoming.relpath)
+            and existing.sha256 == incoming.sha256
+        )
+
     def _same_data_set(self, incoming: _Incoming, existing: InstanceRow) -> bool:
         """Whether the archived copy holds exactly the received data set bytes."""
+        if not self.files.path(existing.path).is_file():
+            return False  # a row without its file is never "the same"
         if existing.sha256 == incoming.sha256:
             return True  # same bytes, file meta included (the usual resend)
         if abs(existing.size - len(incoming.chunks[0]) - len(incoming.item.dataset)) > 18:
@@ -401,6 +454,9 @@ class Archive:
         incoming = _Incoming(item, header, ts, digest.hexdigest(), (meta, item.dataset))
         if incoming.relpath != held.relpath:
             raise InvalidRequest(f"its UIDs name another file ({incoming.relpath})")
+        existing = self._find(header.sop_instance_uid)
+        if existing is not None:
+            raise InvalidRequest(f"its instance is archived as {existing.path}")
         self._index(incoming, held, AuditEvent.UNINDEXED_ADOPTED, remove_on_failure=False)
 
     def set_aside_unindexed(self, held: HeldFile, reason: str) -> PurePosixPath:

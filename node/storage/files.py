@@ -2,22 +2,26 @@
 
 A file appears under its final name only once it is complete and on disk: the bytes go
 to a temporary file in ``<archive>/.tmp`` (same filesystem), are flushed and fsynced,
-then moved to the final name without overwriting (``renameat2`` with RENAME_NOREPLACE
-where the kernel and filesystem offer it, else a hard link and an unlink: both fail
-rather than replace an existing file), and the directory is fsynced. A crash leaves at
-most a temporary file, which never counts as an instance and is removed at the next
-start, or a final file without its index row, which the archive resolves at the next
-start (:meth:`node.storage.archive.Archive.recover`).
+then given the final name by a hard link (which fails rather than replace an existing
+file), and the folder is fsynced, as is every folder above it the first time this process
+uses it (whoever created it). A crash leaves at most a temporary file, which never counts
+as an instance and is removed at the next start, or a final file without its index row,
+which the serving node resolves at the next start (:mod:`node.storage.recovery`).
 
 Exactly one writer owns a final name: the name is taken without replacing, and its writer
 holds an exclusive ``flock`` on the file from before the name exists until it releases
 the :class:`HeldFile` (after the index commit, or after removing the file). A second
 receiver of the same instance waits on that lock (:meth:`FileStore.settle`) instead of
 guessing from a missing index row; no code path replaces an archived file.
+
+The temporary name stays linked until the writer releases the file: a temporary file with
+a second link at start means some writer (the node, or a command beside it) died between
+the final name and its commit, so the archive must be checked even after a clean stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -27,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from node.errors import StorageError
@@ -37,6 +42,7 @@ _RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.ER
 TEMP_DIR = ".tmp"
 QUARANTINE_DIR = ".quarantine"
 CLEAN_STOP_MARKER = ".clean-stop"  # written by a serving node that stopped cleanly
+_DURABLE_CACHE = 100_000  # folders remembered as synced
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -123,19 +129,35 @@ def unindexed_quarantine_relpath(sha256: str) -> PurePosixPath:
 class HeldFile:
     """A final file its writer still owns (an exclusive flock on its inode)."""
 
-    def __init__(self, store: FileStore, relpath: PurePosixPath, fd: int) -> None:
+    def __init__(
+        self, store: FileStore, relpath: PurePosixPath, fd: int, temporary: Path | None = None
+    ) -> None:
         self.store = store
         self.relpath = relpath
         self._fd: int | None = fd
+        self._temporary = temporary  # the writer's second name, dropped at release
 
     def remove(self) -> None:
         """Remove the file while still owning it (its bytes were never acknowledged)."""
         self.store.remove(self.relpath)
 
     def release(self) -> None:
+        if self._temporary is not None:
+            with contextlib.suppress(OSError):  # a start-up cleanup may have taken it
+                self._temporary.unlink()
+            self._temporary = None
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    """Temporary files a start found: how many were removed, and how many of those
+    still had a final name (their writer died before releasing it)."""
+
+    removed: int = 0
+    linked: int = 0
 
 
 class FileStore:
@@ -145,19 +167,34 @@ class FileStore:
         self.root = root
         self.fsync = fsync
         self._tmp = root / TEMP_DIR
+        self._durable: set[Path] = set()  # folders whose entries this process synced
 
-    def prepare(self) -> int:
-        """Create the folders and remove temporary files a crash left; return how many.
+    def prepare(self) -> Leftovers:
+        """Create the folders and remove the temporary files crashed writers left.
 
-        Only the serving node may call this: another process's writes in progress
-        would be removed. Commands running beside it use :meth:`ensure_folders`.
+        A temporary file whose lock is held belongs to a live writer (a command running
+        beside the node) and is left alone. Only the serving node calls this.
         """
         self.ensure_folders()
-        removed = 0
+        removed = linked = 0
         for leftover in self._tmp.iterdir():
-            leftover.unlink(missing_ok=True)
-            removed += 1
-        return removed
+            try:
+                fd = os.open(leftover, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                if os.fstat(fd).st_nlink > 1:
+                    linked += 1
+                leftover.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)
+        return Leftovers(removed, linked)
 
     def ensure_folders(self) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -227,13 +264,14 @@ class FileStore:
         writer is gone; an identical copy already at ``target`` makes it a removal.
         """
         destination = self.path(target)
-        created = self._make_dirs(destination.parent)
+        self._make_dirs(destination.parent)
         try:
             move_no_replace(self.path(held.relpath), destination)
         except FileExistsError:
             self.path(held.relpath).unlink()
-        for directory in (self.path(held.relpath).parent, destination.parent, *created):
+        for directory in (self.path(held.relpath).parent, destination.parent):
             self._sync_dir(directory)
+        self._sync_ancestors(destination.parent)
 
     def take_clean_stop(self) -> bool:
         """True if the last serving node stopped cleanly; the marker is consumed, so a
@@ -244,6 +282,10 @@ class FileStore:
         marker.unlink()
         self._sync_dir(self.root)
         return True
+
+    def writes_in_progress(self) -> bool:
+        """Whether any process holds a temporary file (a write not yet released)."""
+        return any(self._tmp.iterdir())
 
     def mark_clean_stop(self) -> None:
         write_atomic(self.root / CLEAN_STOP_MARKER, b"stopped cleanly\n")
@@ -264,7 +306,7 @@ class FileStore:
     def _write(self, relpath: PurePosixPath, chunks: Iterable[bytes]) -> HeldFile:
         final = self.path(relpath)
         tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
-        fd, moved = -1, False
+        fd, linked = -1, False
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             # Owned from before the final name exists: see the module docstring.
@@ -272,51 +314,49 @@ class FileStore:
             self._write_all(fd, list(chunks))
             if self.fsync:
                 os.fsync(fd)
-            created = self._make_dirs(final.parent)
-            move_no_replace(tmp, final)  # atomic, and fails rather than overwrite
-            moved = True
-            for directory in (final.parent, *created):
-                self._sync_dir(directory)
-        except FileExistsError:
-            tmp.unlink(missing_ok=True)
-            os.close(fd)
-            raise
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            if moved:  # never durable under its name: it must not stay there
-                final.unlink(missing_ok=True)
+            self._make_dirs(final.parent)
+            os.link(tmp, final)  # atomic, and fails rather than overwrite
+            linked = True
+            self._sync_dir(final.parent)
+            self._sync_ancestors(final.parent)
+        except BaseException as exc:
+            # Best effort: the original error is what the caller must see.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if linked:  # never durable under its name: it must not stay there
+                with contextlib.suppress(OSError):
+                    final.unlink()
             if fd >= 0:
                 os.close(fd)
-            kind = "no space left" if exc.errno in _RESOURCE_ERRNOS else "I/O error"
-            raise StorageError(f"{kind}: cannot write {relpath} ({exc.strerror})") from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            if moved:
-                final.unlink(missing_ok=True)
-            if fd >= 0:
-                os.close(fd)
+            if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+                kind = "no space left" if exc.errno in _RESOURCE_ERRNOS else "I/O error"
+                raise StorageError(f"{kind}: cannot write {relpath} ({exc.strerror})") from exc
             raise
-        return HeldFile(self, relpath, fd)
+        return HeldFile(self, relpath, fd, tmp)
 
     def _write_all(self, fd: int, chunks: list[bytes]) -> None:
         """Write ``chunks`` in order with as few system calls as the kernel allows."""
         write_vectored(chunks, lambda views: os.writev(fd, views))
 
-    def _make_dirs(self, directory: Path) -> list[Path]:
-        """Create missing folders; return the parents whose entries changed, deepest first."""
-        changed: list[Path] = []
-        missing: list[Path] = []
+    def _make_dirs(self, directory: Path) -> None:
+        """Create missing folders (another receiver may be creating them too)."""
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def _sync_ancestors(self, directory: Path) -> None:
+        """Make the entries of ``directory`` and its parents up to the root durable, once
+        per process: a folder another writer created may not be synced yet when this
+        writer's file in it is acknowledged."""
+        chain: list[Path] = []
         probe = directory
-        while not probe.exists():
-            missing.append(probe)
+        while probe != self.root and probe not in self._durable:
+            chain.append(probe)
             probe = probe.parent
-        for folder in reversed(missing):
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue  # another receiver made it: its creator syncs the parent
-            changed.insert(0, folder.parent)
-        return changed
+        for folder in chain:
+            self._sync_dir(folder.parent)  # a folder's entry lives in its parent
+        if len(self._durable) > _DURABLE_CACHE:
+            self._durable.clear()  # only a cache: forgetting costs a few fsyncs
+        self._durable.update(chain)
 
     def _sync_dir(self, directory: Path) -> None:
         if not self.fsync:

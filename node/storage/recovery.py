@@ -145,7 +145,7 @@ def _adopt(archive: Archive, held: HeldFile) -> str | None:
     except StorageError:
         raise
     except NodeError as exc:
-        return f"is not whole ({exc})"
+        return f"cannot be adopted ({exc})"
     except Exception as exc:  # pydicom raises many types for a broken file meta
         return f"is not a readable Part 10 file ({type(exc).__name__}: {exc})"
     return None

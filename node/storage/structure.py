@@ -115,15 +115,17 @@ class _InflatingSource(_Source):
                 return b""
             if self._inflater.unconsumed_tail:
                 chunk = self._inflater.unconsumed_tail
-            elif self._fed >= len(self._raw):
-                return b""
-            else:
+            elif self._fed < len(self._raw):
                 chunk = self._raw[self._fed : self._fed + _INPUT_CHUNK]
                 self._fed += len(chunk)
+            else:
+                chunk = b""  # all input taken: zlib may still hold output an earlier limit kept
             try:
                 out = self._inflater.decompress(chunk, want)
             except zlib.error as exc:
                 raise MalformedDataSet(self._produced, f"deflate: {exc}") from exc
+            if not out and not chunk:
+                return b""
             if out:
                 self._produced += len(out)
                 if self._produced > self._max:

@@ -4,6 +4,7 @@ a new copy of the instance arrives; a file another process still writes is waite
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,11 +19,11 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.config import NodeConfig, load_config
-from node.services.status import Status
+from node.services.status import DUPLICATE_CONFLICT_STATUS, Status
 from node.storage import archive as archive_module
 from node.storage import audit
 from node.storage.archive import file_meta_bytes
-from node.storage.database import instances
+from node.storage.database import duplicates, instances
 from node.storage.files import FileStore, instance_relpath
 from tests.conftest import config_dict
 from tests.helpers import ct_dataset, sha256
@@ -85,7 +86,7 @@ def test_start_after_an_unclean_stop_adopts_whole_files_and_sets_aside_the_rest(
     for original, digest in ((truncated, truncated_sha), (misnamed_to, misnamed_sha)):
         assert not original.exists()
         assert sha256(root / ".quarantine" / "unindexed" / f"{digest}.dcm") == digest
-    assert "not whole" in aside[str(truncated.relative_to(root))].details["reason"]
+    assert "malformed at byte" in aside[str(truncated.relative_to(root))].details["reason"]
     assert audit.verify_chain(node.archive.engine).ok
 
     # The truncated instance's name is free again: a whole copy now stores normally.
@@ -167,3 +168,67 @@ def test_status_counts_what_is_on_disk_and_in_the_index(
         "0 quarantined, 1 temporary"
     ) in result.stdout.splitlines()
     assert "holds       1 patients, 1 studies, 1 series, 1 instances" in result.stdout
+
+
+def test_a_resend_restores_an_archived_file_that_went_missing(node: Node) -> None:
+    ds = ct_dataset(number=4, seed=4)
+    with association(node.port) as assoc:
+        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+    (row,) = rows(node).values()
+    archived = node.archive.files.path(row.path)  # type: ignore[attr-defined]
+    archived.unlink()  # lost behind the archive's back (a restore, an operator, a disk)
+    with association(node.port) as assoc:
+        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+    assert sha256(archived) == row.sha256  # type: ignore[attr-defined]
+    (restored,) = events(node, "duplicate-identical")
+    assert restored.details["restored_missing_file"] is True
+    other = ct_dataset(number=4, seed=40)
+    other.SOPInstanceUID = ds.SOPInstanceUID
+    archived.unlink()
+    with association(node.port) as assoc:  # other bytes never take the row's place
+        assert assoc.send_c_store(other).Status == DUPLICATE_CONFLICT_STATUS
+    assert not archived.exists()
+
+
+def test_a_writer_killed_after_a_clean_stop_is_resolved_at_the_next_start(
+    tmp_path: Path, make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]
+) -> None:
+    config = make_config()
+    start_node(config).stop(grace=2)
+    assert (tmp_path / "archive" / ".clean-stop").exists()
+    # A command beside the stopped node (dicom-node retrieve) killed between file and row:
+    # its temporary name still links the final file, its lock died with it.
+    ds = ct_dataset(number=6, seed=6)
+    relpath = instance_relpath(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+    meta = file_meta_bytes(ds.SOPClassUID, ds.SOPInstanceUID, ExplicitVRLittleEndian, "CLI")
+    held = FileStore(tmp_path / "archive").write_held(relpath, [meta, encoded(ds)])
+    fd, held._fd = held._fd, None
+    assert fd is not None
+    os.close(fd)
+    node = start_node(config)
+    assert list(rows(node)) == [str(relpath)]
+    assert len(events(node, "unindexed-file-adopted")) == 1
+    assert list((tmp_path / "archive" / ".tmp").iterdir()) == []
+
+
+def test_an_unindexed_copy_of_an_instance_archived_elsewhere_is_set_aside_once(
+    tmp_path: Path, make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]
+) -> None:
+    config = make_config()
+    first = start_node(config)
+    ds = ct_dataset(number=7, seed=7)
+    with association(first.port) as assoc:
+        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+    first.stop(grace=2)
+    moved = ct_dataset(number=7, seed=7, study_uid="1.2.3.99", series_uid="1.2.3.99.1")
+    moved.SOPInstanceUID = ds.SOPInstanceUID
+    (tmp_path / "archive" / ".clean-stop").unlink()  # as after a crash
+    stray = left_behind(tmp_path / "archive", number=7, ds=moved)
+    node = start_node(config)
+    assert not stray.exists()
+    (aside,) = events(node, "unindexed-file-quarantined")
+    assert "its instance is archived as" in aside.details["reason"]
+    assert events(node, "unindexed-file-adopted") == []
+    with node.archive.engine.connect() as conn:
+        assert conn.execute(select(duplicates)).all() == []
+    assert len(rows(node)) == 1

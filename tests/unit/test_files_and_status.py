@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -57,5 +58,27 @@ def test_write_new_never_overwrites(tmp_path: Path) -> None:
 def test_prepare_removes_crash_leftovers(tmp_path: Path) -> None:
     (tmp_path / ".tmp").mkdir()
     (tmp_path / ".tmp" / "123-abc.part").write_bytes(b"half")
-    assert FileStore(tmp_path).prepare() == 1
+    assert FileStore(tmp_path).prepare().removed == 1
+    assert list((tmp_path / ".tmp").iterdir()) == []
+
+
+def test_prepare_leaves_a_live_writer_alone_and_counts_dead_ones_with_a_final_name(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path)
+    store.prepare()
+    live = store.write_held(PurePosixPath("s/1.dcm"), [b"being committed"])
+    dead = store.write_held(PurePosixPath("s/2.dcm"), [b"writer died before its commit"])
+    live_inode = store.path("s/1.dcm").stat().st_ino
+    (dead_temporary,) = [p for p in (tmp_path / ".tmp").iterdir() if p.stat().st_ino != live_inode]
+    # A crash drops the lock but not the names: what a killed writer leaves.
+    fd, dead._fd = dead._fd, None
+    assert fd is not None
+    os.close(fd)
+    leftovers = FileStore(tmp_path).prepare()
+    assert (leftovers.removed, leftovers.linked) == (1, 1)
+    assert not dead_temporary.exists()
+    assert store.path("s/2.dcm").read_bytes() == b"writer died before its commit"
+    assert len(list((tmp_path / ".tmp").iterdir())) == 1  # the live writer's
+    live.release()
     assert list((tmp_path / ".tmp").iterdir()) == []
