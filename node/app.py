@@ -34,6 +34,7 @@ from node.services.contexts import (
     storage_contexts,
     verification_context,
 )
+from node.services.dimse_guard import guard_handlers, one_line_pynetdicom_errors
 from node.services.echo import handle_echo
 from node.services.fastpath import FastStoragePath
 from node.services.inflight import InFlight
@@ -80,6 +81,7 @@ def configure_libraries(config: NodeConfig) -> None:
         root.addHandler(handler)
     logging.getLogger("node").setLevel(config.logging.level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    one_line_pynetdicom_errors()  # peer errors: one line each, no traceback
 
 
 @dataclass
@@ -110,6 +112,7 @@ class Node:
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
             *self.registry.handlers(),
+            *guard_handlers(self.store, self.registry),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),
