@@ -34,11 +34,11 @@ from node.services.contexts import (
     storage_contexts,
     verification_context,
 )
-from node.services.dimse_guard import guard_handlers, one_line_pynetdicom_errors
 from node.services.echo import handle_echo
 from node.services.fastpath import FastStoragePath
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
+from node.services.pynetdicom_guard import guard_handlers, one_line_pynetdicom_errors
 from node.services.qr import QueryRetrieveService
 from node.services.server import NodeServer
 from node.services.store import StoreService

@@ -1,4 +1,5 @@
-"""The pynetdicom path's C-STORE-RQ checks, made before pynetdicom's own (PS3.7 9.3.1).
+"""Guards on the pynetdicom path: C-STORE-RQ checks before pynetdicom's own (PS3.7 9.3.1),
+association ends it misses, and its exception logs in one line.
 
 Left to itself, pynetdicom drops a C-STORE-RQ without an Affected SOP Instance UID
 unanswered, aborts with a traceback on a UID of more than 64 characters, and hands a
@@ -11,20 +12,25 @@ the fast path's), and never reaches pynetdicom's conversion of the command into 
 primitive. A message pynetdicom cannot convert at all is aborted with one log line
 (PS3.8 Table 9-10, AA-8), as pynetdicom would, without the traceback.
 
-This module is the only one that reaches into pynetdicom's DIMSE layer; it relies on
-``DIMSEServiceProvider.receive_primitive`` calling ``message.decode_msg`` and then
-``message.message_to_primitive`` (pynetdicom 3.0).
+This module is the only one that reaches into pynetdicom's DIMSE and DUL internals; it
+relies on ``DIMSEServiceProvider.receive_primitive`` calling ``message.decode_msg`` and
+then ``message.message_to_primitive``, on the acceptor waiting for its request on
+``dul.to_user_queue`` and on ``StateMachine.do_action`` (pynetdicom 3.0).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.fsm import InvalidEventError
 
 from node.services.associations import AssociationRegistry
 from node.services.store import StoreService, request_problem
@@ -145,14 +151,80 @@ class GuardedDIMSE(DIMSEServiceProvider):
         return True
 
 
+# Events a local primitive on the DUL's to-provider queue stands for (PS3.8 Table 9-10):
+# the primitive stays on that queue until the event's action takes it.
+_LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+def _tolerant(do_action: Callable[[str], None], dul: Any) -> Callable[[str], None]:
+    """A state machine step that cannot kill pynetdicom's DUL thread.
+
+    Two failures did, each with a traceback, leaving the association registered and its
+    thread waiting: an action that fails on peer bytes (an A-ABORT whose source is not
+    0, 1 or 2 fails to become a primitive in AA-3), and a local primitive arriving too
+    late (the acceptor answers an A-ASSOCIATE-RQ, Evt7/Evt8, after the DUL has already
+    aborted on the peer's next, malformed PDU: Sta13 has no entry for it). pynetdicom has
+    logged either in one line by then. A late local primitive is dropped (it would be
+    offered again on every turn of the DUL loop otherwise): in Sta13 PS3.8 9.2 only
+    waits for the transport to close. A failed action closes the transport, which the
+    state machine answers as a connection lost (Evt17), ending the association.
+    """
+
+    def step(event: str) -> None:
+        try:
+            do_action(event)
+        except InvalidEventError:
+            if event in _LOCAL_EVENTS:
+                with contextlib.suppress(queue.Empty):
+                    dul.to_provider_queue.get_nowait()
+        except Exception:
+            if dul.socket is not None:
+                dul.socket.close()
+
+    return step
+
+
 def guard_handlers(store: StoreService, registry: AssociationRegistry) -> list[tuple[Any, Any]]:
-    """pynetdicom event handlers that put :class:`GuardedDIMSE` on every accepted association."""
+    """pynetdicom event handlers for every association the node accepts.
 
-    def install(event: Any) -> None:
-        if event.assoc.is_acceptor:
-            event.assoc.dimse = GuardedDIMSE(event.assoc, store, registry)
+    On opening: :class:`GuardedDIMSE`, a state machine that survives peer bytes
+    (:func:`_tolerant`), and the association's end recorded when it is killed. pynetdicom
+    triggers neither EVT_RELEASED nor EVT_ABORTED when its DUL thread stops on a
+    malformed PDU or a peer that closed mid-exchange, or when the connection closed
+    before the acceptor had answered; the registry then kept the association, counted
+    against ``node.max_associations`` until the garbage collector took it. ``kill`` ends
+    every association, and ``ended`` forgets one once, so the usual release or abort is
+    unaffected. On closing: an acceptor still waiting for its A-ASSOCIATE-RQ (the DUL
+    stopped before one could be decoded) is woken instead of waiting
+    ``node.acse_timeout``, its thread counted by pynetdicom's own limit: ten malformed
+    requests locked every peer out for that long.
+    """
 
-    return [(evt.EVT_CONN_OPEN, install)]
+    def opened(event: Any) -> None:
+        assoc = event.assoc
+        if not assoc.is_acceptor:
+            return
+        assoc.dimse = GuardedDIMSE(assoc, store, registry)
+        machine = assoc.dul.state_machine
+        machine.do_action = _tolerant(machine.do_action, assoc.dul)
+        kill = assoc.kill
+
+        def killed() -> None:
+            kill()
+            if assoc.is_released:
+                registry.ended(assoc, "released")
+            else:
+                registry.ended(assoc, "aborted", "connection closed")
+
+        assoc.kill = killed
+
+    def closed(event: Any) -> None:
+        assoc = event.assoc
+        if assoc.is_acceptor and assoc.requestor.primitive is None:
+            # Nothing more can arrive: the acceptor takes None as its ACSE timeout.
+            assoc.dul.to_user_queue.put(None)
+
+    return [(evt.EVT_CONN_OPEN, opened), (evt.EVT_CONN_CLOSE, closed)]
 
 
 class _OneLine(logging.Filter):
