@@ -114,6 +114,10 @@ class FastStoragePath:
         """True for a storage/verification-only request with no negotiation we leave out."""
         if request.other_user_items:
             return False
+        if not (request.calling_ae.isascii() and request.called_ae.isascii()):
+            # An AE title outside ISO 646 (PS3.8 9.3.2): pynetdicom's decoder refuses the
+            # whole request, so this one gets the same answer as with the fast path off.
+            return False
         return not any(cx.abstract_syntax in self._elsewhere for cx in request.contexts)
 
     def serve(self, sock: socket.socket, address: Any, request: AssociateRequest) -> None:

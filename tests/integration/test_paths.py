@@ -216,3 +216,38 @@ def test_non_ascii_transfer_syntax_is_answered_and_the_node_serves_on(
     with raw_association(node_any_path.port) as (link, _):
         assert echo(link) == Status.SUCCESS
         release(link)
+
+
+def test_malformed_requests_do_not_lock_peers_out(node_any_path: Node) -> None:
+    # More undecodable requests (on the pynetdicom path: its PDU decoder gives up) than
+    # node.max_associations (10); each connection closes at once.
+    request = request_bytes([pdu.ProposedContext(1, CT, ("1.2.\x01",))])
+    for _ in range(12):
+        with connected(node_any_path.port) as link:
+            link.send([request.replace(b"1.2.\x01", b"1.2.\xe9")])
+            link.sock.shutdown(socket.SHUT_WR)
+            while link.sock.recv(4096):
+                pass
+    # An association right after is accepted, not refused for 30 s (node.acse_timeout).
+    with raw_association(node_any_path.port) as (link, _):
+        assert echo(link) == Status.SUCCESS
+        release(link)
+
+
+def test_non_ascii_calling_ae_title_gets_one_answer(
+    node_any_path: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An AE title outside ISO 646 (PS3.8 9.3.2). The fast path once accepted it and then
+    # failed every C-STORE on it with a traceback (the Source AE Title of the file meta).
+    request = request_bytes(CONTEXTS).replace(
+        b"RAW_SCU  ", "RAW_\u00e9\u00e9".encode("latin-1") + b"   ", 1
+    )
+    with connected(node_any_path.port) as link:
+        link.send([request])
+        pdu_type, _ = link.read_pdu()
+        assert pdu_type == pdu.ABORT  # pynetdicom's decoder refuses the request
+    assert "Traceback" not in caplog.text
+    assert node_any_path.fast_path is None or node_any_path.fast_path.served == 0
+    with raw_association(node_any_path.port) as (link, _):
+        assert echo(link) == Status.SUCCESS
+        release(link)
