@@ -39,6 +39,7 @@ from node.services.fastpath import FastStoragePath
 from node.services.gate import ConnectionGate
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
+from node.services.pynetdicom_guard import guard_handlers, one_line_pynetdicom_errors
 from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
 from node.services.server import NodeServer
 from node.services.store import StoreService
@@ -82,6 +83,7 @@ def configure_libraries(config: NodeConfig) -> None:
         root.addHandler(handler)
     logging.getLogger("node").setLevel(config.logging.level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    one_line_pynetdicom_errors()  # peer errors: one line each, no traceback
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Node:
             *self.registry.handlers(),
             (evt.EVT_REQUESTED, prefer_requestor_syntaxes),  # C-GET storage contexts
             *(self.gate.handlers() if self.gate else []),
+            *guard_handlers(self.store, self.registry),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_C_STORE, self.store.handle),
             (evt.EVT_N_CREATE, self.mpps.handle_create),

@@ -62,3 +62,22 @@ def start_node() -> Iterator[Callable[..., Node]]:
 def node(make_config: Callable[..., NodeConfig], start_node: Callable[..., Node]) -> Node:
     """A running node with the default, open configuration."""
     return start_node(make_config())
+
+
+@pytest.fixture(params=[True, False], ids=["fast-path", "pynetdicom"])
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """``node.fast_path`` for a test that must hold on both association paths."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def node_any_path(
+    make_config: Callable[..., NodeConfig], start_node: Callable[..., Node], fast_path: bool
+) -> Node:
+    """A running node with the open configuration, on each association path in turn.
+
+    With ``node.fast_path: false`` pynetdicom serves every association; with true, the
+    storage-only associations these tests open go to the fast path (see
+    ``FastStoragePath.takes``).
+    """
+    return start_node(make_config(node={"fast_path": fast_path}))

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from node.net import dimse, pdu
 from node.net.link import Link, Message, PeerAborted, PeerClosed
 from node.net.pdu import AcceptedContext, AssociateAccept, AssociateRequest, PduError
-from node.services.status import Status
 
 log = logging.getLogger("node.association")
 
@@ -34,9 +33,21 @@ log = logging.getLogger("node.association")
 RJ_PERMANENT = 1
 RJ_TRANSIENT = 2
 RJ_SOURCE_USER = 1
+RJ_SOURCE_PROVIDER_ACSE = 2
 RJ_SOURCE_PROVIDER_PRESENTATION = 3
+RJ_REASON_NO_REASON_GIVEN = 1
 RJ_REASON_APPLICATION_CONTEXT_NOT_SUPPORTED = 2
 RJ_REASON_LOCAL_LIMIT_EXCEEDED = 2
+
+# A request whose presentation context IDs repeat is not acceptable to the service
+# provider (PS3.8 9.3.2.2: each proposed context has its own ID; AE-6 in Table 9-10
+# answers an unacceptable A-ASSOCIATE-RQ with A-ASSOCIATE-RJ). Permanent: the same
+# request will never be accepted. Both association paths send exactly this.
+DUPLICATE_CONTEXT_REFUSAL = (RJ_PERMANENT, RJ_SOURCE_PROVIDER_ACSE, RJ_REASON_NO_REASON_GIVEN)
+
+# Echoed in a refused context's result when the proposed syntax cannot be (its value
+# is not significant there, PS3.8 9.3.3.2): Implicit VR Little Endian, the default.
+_DEFAULT_TRANSFER_SYNTAX = "1.2.840.10008.1.2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +74,16 @@ class AssociationHandlers(Protocol):
     """What the node does on one accepted association."""
 
     def store(
-        self, context: AcceptedContext, abstract_syntax: str, command: dimse.Command, data: bytes
+        self,
+        context: AcceptedContext,
+        abstract_syntax: str,
+        command: dimse.Command,
+        data: bytes | None,
     ) -> tuple[int, str | None]:
-        """Store one instance; (status, error comment) for the C-STORE-RSP."""
+        """Store one instance; (status, error comment) for the C-STORE-RSP.
+
+        ``data`` is None when the command announced no data set.
+        """
 
     def replied(self) -> None:
         """The response to the last request has been sent: run what waited for it."""
@@ -79,15 +97,31 @@ class Admission(Protocol):
         """Accept (returning the association's handlers) or refuse an association."""
 
 
+def duplicate_context_ids(ids: Iterable[int]) -> list[int]:
+    """Presentation context IDs proposed more than once, in ascending order."""
+    seen: set[int] = set()
+    repeated: set[int] = set()
+    for context_id in ids:
+        (repeated if context_id in seen else seen).add(context_id)
+    return sorted(repeated)
+
+
+def _echoable(uid: str) -> bool:
+    return bool(uid) and uid.isascii() and uid.isprintable()
+
+
 def negotiate(request: AssociateRequest, settings: AcceptorSettings) -> list[AcceptedContext]:
     """One result per proposed context, the transfer syntax chosen in our order.
 
     Mirrors pynetdicom's acceptor (PS3.8 9.3.3.2): an unknown abstract syntax gets
-    result 3, no common transfer syntax result 4; both echo the first proposed syntax.
+    result 3, no common transfer syntax result 4; both echo the first proposed syntax,
+    unless it is no ASCII text (a UID never is otherwise) and so cannot be sent back.
     """
     results: list[AcceptedContext] = []
     for cx in request.contexts:
         first = cx.transfer_syntaxes[0] if cx.transfer_syntaxes else ""
+        if not _echoable(first):
+            first = _DEFAULT_TRANSFER_SYNTAX
         ours = settings.contexts.get(cx.abstract_syntax)
         if ours is None:
             results.append(AcceptedContext(cx.id, pdu.CONTEXT_ABSTRACT_SYNTAX_NOT_SUPPORTED, first))
@@ -127,6 +161,16 @@ class StorageAcceptor:
                 reason = RJ_REASON_APPLICATION_CONTEXT_NOT_SUPPORTED
                 self._refuse(Refusal(RJ_PERMANENT, RJ_SOURCE_USER, reason))
                 return
+            repeated = duplicate_context_ids(cx.id for cx in self.request.contexts)
+            if repeated:
+                log.warning(
+                    "association from %s@%s rejected: presentation context ID %s proposed twice",
+                    self.request.calling_ae,
+                    self.address,
+                    ", ".join(str(i) for i in repeated),
+                )
+                self._refuse(Refusal(*DUPLICATE_CONTEXT_REFUSAL))
+                return
             decision = admission.admit(self.request, self.address)
             if isinstance(decision, Refusal):
                 self._refuse(decision)
@@ -135,7 +179,12 @@ class StorageAcceptor:
             log.warning("association request from %s not completed: %s", self.address, exc)
             self.link.shutdown()
             return
-        how, detail = self._serve(decision)
+        try:
+            how, detail = self._serve(decision)
+        except Exception:  # a bug costs this association only, and it still ends
+            log.exception("fast-path association from %s failed", self.address)
+            self.link.abort(pdu.ABORT_SOURCE_PROVIDER, pdu.ABORT_REASON_NOT_SPECIFIED)
+            how, detail = "aborted", "internal error"
         try:
             decision.ended(how, detail)
         finally:
@@ -214,16 +263,9 @@ class StorageAcceptor:
         if field == dimse.C_ECHO_RQ:
             reply = dimse.response(dimse.C_ECHO_RSP, command, 0)
         elif field == dimse.C_STORE_RQ:
-            status: int
-            comment: str | None
-            if message.data is None:
-                status, comment = Status.FAILURE_CANNOT_UNDERSTAND, "C-STORE-RQ without a data set"
-            elif dimse.text(command, dimse.AFFECTED_SOP_CLASS_UID) != abstract_syntax:
-                # The request names another SOP class than its presentation context.
-                status = Status.FAILURE_SOP_CLASS_NOT_SUPPORTED
-                comment = "SOP Class differs from the presentation context's"
-            else:
-                status, comment = handlers.store(context, abstract_syntax, command, message.data)
+            # Every check of the request (its SOP class against the context's, its UIDs,
+            # a missing data set) is the store handler's, shared with the pynetdicom path.
+            status, comment = handlers.store(context, abstract_syntax, command, message.data)
             reply = dimse.response(dimse.C_STORE_RSP, command, status, comment)
         else:
             raise PduError(f"DIMSE command 0x{field or 0:04X} is not served on this association")

@@ -39,6 +39,7 @@ DATA_SET_PRESENT = 0x0000
 
 # Error Comment is LO: at most 64 characters (PS3.5 Table 6.2-1).
 _COMMENT_LIMIT = 64
+_UID_LIMIT = 64
 # AE values are padded with a space, not a NUL, and hold at most 16 characters.
 _AE_ELEMENTS = frozenset({MOVE_DESTINATION, MOVE_ORIGINATOR_AE})
 _ELEMENT = struct.Struct("<HHI")
@@ -116,12 +117,12 @@ def response(
         (COMMAND_DATA_SET_TYPE, NO_DATA_SET),
         (STATUS, status),
     ]
-    sop_class = text(request, AFFECTED_SOP_CLASS_UID)
-    if sop_class:
-        elements.append((AFFECTED_SOP_CLASS_UID, sop_class))
-    sop_instance = text(request, AFFECTED_SOP_INSTANCE_UID)
-    if sop_instance:
-        elements.append((AFFECTED_SOP_INSTANCE_UID, sop_instance))
+    # Both UIDs are optional in a response (PS3.7 Table 9.3-2): one that is not a UI
+    # value (digits and dots, at most 64 characters, PS3.5 9.1) is left out rather than sent back.
+    for element in (AFFECTED_SOP_CLASS_UID, AFFECTED_SOP_INSTANCE_UID):
+        uid = text(request, element)
+        if 0 < len(uid) <= _UID_LIMIT and all(c in "0123456789." for c in uid):
+            elements.append((element, uid))
     if comment:
         elements.append((ERROR_COMMENT, comment))
     return encode_command(elements)

@@ -234,7 +234,9 @@ def _item(item_type: int, value: bytes) -> bytes:
 
 
 def _ae_field(ae: str) -> bytes:
-    return ae.encode("ascii")[:16].ljust(16, b" ")
+    # A peer's AE title is echoed in the A-ASSOCIATE-AC; one that was not ISO 646 text
+    # (PS3.8 9.3.2) was decoded with replacement characters, sent back as "?".
+    return ae.encode("ascii", "replace")[:16].ljust(16, b" ")
 
 
 def _user_information(max_length: int, impl_uid: str, impl_version: str) -> bytes:

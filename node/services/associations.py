@@ -20,11 +20,13 @@ from pynetdicom.acse import ACSE
 from node.access import AccessPolicy, Rejection
 from node.config import Role
 from node.net.acceptor import (  # A-ASSOCIATE-RJ fields, PS3.8 9.3.4
+    DUPLICATE_CONTEXT_REFUSAL,
     RJ_PERMANENT,
     RJ_REASON_LOCAL_LIMIT_EXCEEDED,
     RJ_SOURCE_PROVIDER_PRESENTATION,
     RJ_SOURCE_USER,
     RJ_TRANSIENT,
+    duplicate_context_ids,
 )
 from node.services.custody import CustodyRecorder
 from node.storage.archive import Archive
@@ -64,6 +66,20 @@ class _PolicyACSE(ACSE):
         calling = str(request.calling_ae_title).strip()
         called = str(request.called_ae_title).strip()
         address = str(self.assoc.requestor.address)
+        repeated = duplicate_context_ids(
+            cx.context_id or 0 for cx in request.presentation_context_definition_list
+        )
+        if repeated:  # the fast path's answer too (node.net.acceptor)
+            log.warning(
+                "association from %s@%s rejected: presentation context ID %s proposed twice",
+                calling,
+                address,
+                ", ".join(str(i) for i in repeated),
+            )
+            self.send_reject(*DUPLICATE_CONTEXT_REFUSAL)
+            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
+            self.assoc.kill()
+            return
         rejection = self._registry.policy.check(calling, called, address)
         if rejection is None and self._registry.full():
             # pynetdicom counts only its own associations; ours include the fast path's.

@@ -1,12 +1,17 @@
 """Bad input, duplicates, roles and a full disk: each gets its status, nothing partial
-is left, and the association and the node keep serving."""
+is left, and the association and the node keep serving.
+
+Every test runs on both association paths (``node.fast_path: true`` and ``false``,
+the ``fast_path`` fixture), and checks that its associations went to that path.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
@@ -35,6 +40,40 @@ def temp_files(node: Node) -> list[Path]:
 def instance_count(node: Node) -> int:
     with node.archive.engine.connect() as conn:
         return len(conn.execute(select(instances)).all())
+
+
+def served_by(node: Node, fast_path: bool) -> None:
+    """The test's associations went to the path it is for (see ``FastStoragePath.takes``)."""
+    if fast_path:
+        assert node.fast_path is not None and node.fast_path.served > 0
+    else:
+        assert node.fast_path is None
+
+
+@pytest.fixture
+def node(node_any_path: Node, fast_path: bool) -> Iterator[Node]:
+    """This module's node runs on each association path in turn."""
+    yield node_any_path
+    served_by(node_any_path, fast_path)
+
+
+@pytest.fixture
+def start_on_path(
+    make_config: Callable[..., NodeConfig], start_node: Callable[..., Node], fast_path: bool
+) -> Iterator[Callable[..., Node]]:
+    """Start a node with extra configuration on the test's association path."""
+    started: list[Node] = []
+
+    def start(files: type[FileStore] | None = None, **sections: Any) -> Node:
+        node_section = {**sections.pop("node", {}), "fast_path": fast_path}
+        config = make_config(node=node_section, **sections)
+        store = files(config.storage.archive) if files is not None else None
+        started.append(start_node(config, files=store))
+        return started[-1]
+
+    yield start
+    for node in started:
+        served_by(node, fast_path)
 
 
 def test_malformed_dataset_fails_and_association_continues(node: Node, tmp_path: Path) -> None:
@@ -104,12 +143,8 @@ def test_conflicting_duplicate_keeps_first_and_sets_second_aside(node: Node) -> 
     assert "duplicate-conflict" in [r.event for r in audit.records(node.archive.engine)]
 
 
-def test_peer_without_store_role_is_refused(
-    make_config: Callable[..., NodeConfig], start_node
-) -> None:
-    node = start_node(
-        make_config(peers=[{"ae_title": "QUERIER", "host": "127.0.0.1", "roles": ["query"]}])
-    )
+def test_peer_without_store_role_is_refused(start_on_path: Callable[..., Node]) -> None:
+    node = start_on_path(peers=[{"ae_title": "QUERIER", "host": "127.0.0.1", "roles": ["query"]}])
     with association(node.port, aet="QUERIER") as assoc:
         assert store_status(assoc, ct_dataset()) == Status.FAILURE_REFUSED_NOT_AUTHORIZED
         assert assoc.send_c_echo().Status == Status.SUCCESS
@@ -126,10 +161,9 @@ class FullDisk(FileStore):
 
 
 def test_disk_full_answers_out_of_resources_without_residue(
-    make_config: Callable[..., NodeConfig], start_node
+    start_on_path: Callable[..., Node],
 ) -> None:
-    config = make_config()
-    node = start_node(config, files=FullDisk(config.storage.archive))
+    node = start_on_path(files=FullDisk)
     with association(node.port) as assoc:
         assert store_status(assoc, ct_dataset()) == Status.FAILURE_OUT_OF_RESOURCES
         assert store_status(assoc, ct_dataset()) == Status.FAILURE_OUT_OF_RESOURCES

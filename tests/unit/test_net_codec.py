@@ -16,7 +16,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.transport import AddressInformation
 
 from node.net import dimse, pdu
-from node.net.acceptor import AcceptorSettings, negotiate
+from node.net.acceptor import AcceptorSettings, duplicate_context_ids, negotiate
 from node.net.link import _Assembly
 from node.net.pdu import AcceptedContext, AssociateAccept, PduError, ProposedContext
 
@@ -188,3 +188,36 @@ def test_message_assembly_rules() -> None:
         fresh.add(other_context)
     with pytest.raises(PduError, match="before its command"):
         _Assembly().add(data)
+
+
+def test_repeated_context_ids_are_found() -> None:
+    assert duplicate_context_ids([1, 3, 5]) == []
+    assert duplicate_context_ids([1, 3, 1, 5, 3, 1]) == [1, 3]
+
+
+def test_an_unsendable_transfer_syntax_is_refused_and_never_echoed() -> None:
+    request = pdu.decode_associate_rq(
+        pdu.encode_associate_rq(
+            "DICOM_NODE",
+            "MODALITY",
+            [ProposedContext(1, CT, (EXPLICIT,)), ProposedContext(3, CT, ("1.2.\x01",))],
+            0,
+            "1.2.3",
+            "",
+        ).replace(b"1.2.\x01", b"1.2.\xe9")[pdu.HEADER_LENGTH :]
+    )
+    settings = AcceptorSettings("DICOM_NODE", 0, None, "1.2.3", "X", {CT: (EXPLICIT,)})
+    results = negotiate(request, settings)
+    assert results[1] == AcceptedContext(3, pdu.CONTEXT_TRANSFER_SYNTAXES_NOT_SUPPORTED, IMPLICIT)
+    accept = AssociateAccept("DICOM_NODE", "MODAL\ufffdTY", tuple(results), 0, "1.2.3", "X")
+    decoded = pdu.decode_associate_ac(pdu.encode_associate_ac(accept)[pdu.HEADER_LENGTH :])
+    assert decoded.calling_ae == "MODAL?TY"  # a replacement character goes back as "?"
+
+
+def test_response_leaves_out_what_is_no_uid() -> None:
+    request = dimse.store_request(1, CT, "1." + "2" * 68)
+    answer = dimse.decode_command(
+        dimse.response(dimse.C_STORE_RSP, dimse.decode_command(request), 0xC000)
+    )
+    assert dimse.text(answer, dimse.AFFECTED_SOP_CLASS_UID) == CT
+    assert dimse.AFFECTED_SOP_INSTANCE_UID not in answer
