@@ -45,6 +45,10 @@ RJ_REASON_LOCAL_LIMIT_EXCEEDED = 2
 # request will never be accepted. Both association paths send exactly this.
 DUPLICATE_CONTEXT_REFUSAL = (RJ_PERMANENT, RJ_SOURCE_PROVIDER_ACSE, RJ_REASON_NO_REASON_GIVEN)
 
+# How an association ended, in the one log line each gets (both paths say the same).
+ABORTED_BY_NODE = "aborted by the node"
+ABORTED_BY_PEER = "aborted by the peer"
+
 # Echoed in a refused context's result when the proposed syntax cannot be (its value
 # is not significant there, PS3.8 9.3.3.2): Implicit VR Little Endian, the default.
 _DEFAULT_TRANSFER_SYNTAX = "1.2.840.10008.1.2"
@@ -89,7 +93,8 @@ class AssociationHandlers(Protocol):
         """The response to the last request has been sent: run what waited for it."""
 
     def ended(self, how: str, detail: str | None) -> None:
-        """The association is over: ``how`` is "released" or "aborted"."""
+        """The association is over: ``how`` is "released", "aborted by the node" or
+        "aborted by the peer"."""
 
 
 class Admission(Protocol):
@@ -184,7 +189,7 @@ class StorageAcceptor:
         except Exception:  # a bug costs this association only, and it still ends
             log.exception("fast-path association from %s failed", self.address)
             self.link.abort(pdu.ABORT_SOURCE_PROVIDER, pdu.ABORT_REASON_NOT_SPECIFIED)
-            how, detail = "aborted", "internal error"
+            how, detail = ABORTED_BY_NODE, "internal error"
         try:
             decision.ended(how, detail)
         finally:
@@ -234,19 +239,21 @@ class StorageAcceptor:
                 self._answer(handlers, context, abstract[context.id], message, peer_max)
         except PeerAborted as exc:
             self.link.shutdown()
-            return "aborted", str(exc)
+            return ABORTED_BY_PEER, str(exc)
         except (PeerClosed, TimeoutError) as exc:
             timed_out = isinstance(exc, TimeoutError)
             detail = "no PDU within the network timeout" if timed_out else str(exc)
             self.link.abort(pdu.ABORT_SOURCE_PROVIDER, pdu.ABORT_REASON_NOT_SPECIFIED)
-            return "aborted", detail
+            return ABORTED_BY_NODE, detail
         except PduError as exc:
             log.warning("A-ABORT to %s: %s", self.address, exc)
             self.link.abort(pdu.ABORT_SOURCE_PROVIDER, pdu.ABORT_REASON_UNEXPECTED_PDU)
-            return "aborted", str(exc)
+            return ABORTED_BY_NODE, str(exc)
         except OSError as exc:
             self.link.shutdown()
-            return "aborted", "stopping" if self._stopping else str(exc)
+            if self._stopping:
+                return ABORTED_BY_NODE, "stopping"
+            return "aborted", f"connection lost: {exc}"
 
     def _answer(
         self,

@@ -20,6 +20,8 @@ from pynetdicom.acse import ACSE
 from node.access import AccessPolicy, Rejection
 from node.config import Role
 from node.net.acceptor import (  # A-ASSOCIATE-RJ fields, PS3.8 9.3.4
+    ABORTED_BY_NODE,
+    ABORTED_BY_PEER,
     DUPLICATE_CONTEXT_REFUSAL,
     RJ_PERMANENT,
     RJ_REASON_LOCAL_LIMIT_EXCEEDED,
@@ -219,4 +221,11 @@ class AssociationRegistry:
             self._register(event.assoc)
 
     def _on_ended(self, event: Any) -> None:
-        self.ended(event.assoc, "released" if event.event is evt.EVT_RELEASED else "aborted")
+        if event.event is evt.EVT_RELEASED:
+            how = "released"
+        elif getattr(event.assoc, "_sent_abort", False):
+            # pynetdicom marks the A-ABORT it sent itself (a timeout, our stop, a guard).
+            how = ABORTED_BY_NODE
+        else:
+            how = ABORTED_BY_PEER
+        self.ended(event.assoc, how)
