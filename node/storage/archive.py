@@ -53,7 +53,7 @@ from node.storage.files import (
 )
 from node.storage.header import DEFAULT_MAX_INFLATED, InstanceHeader, read_header
 from node.storage.index import CursorHierarchy, InstanceRow, find_instance
-from node.storage.prepared import Prepared, raw_transaction
+from node.storage.prepared import CommitUncertain, Prepared, raw_transaction
 from node.storage.uids import checked_uid
 
 log = logging.getLogger("node.archive")
@@ -323,11 +323,18 @@ class Archive:
                 )
         except IntegrityError:
             return self._already_indexed(incoming, remove, adopting=not remove_on_failure)
-        except SQLAlchemyError as exc:
-            if self._committed_anyway(incoming):
+        except CommitUncertain as exc:
+            committed = self._committed_anyway(incoming)
+            if committed:
                 return StoreOutcome(
                     StoreResult.STORED, header, relpath, incoming.sha256, incoming.size
                 )
+            if committed is False:
+                remove()
+            # Unknown: the file stays (it may be what a committed row describes); a file
+            # without its row is resolved at the next start or by the next copy.
+            raise StorageError(f"index commit failed: {_reason(exc)}") from exc
+        except SQLAlchemyError as exc:
             remove()  # never leave a file that no row describes
             raise StorageError(f"index update failed: {_reason(exc)}") from exc
         except BaseException:
@@ -372,14 +379,13 @@ class Archive:
         remove()  # the row is the acknowledged copy; this one is compared with it
         return self._duplicate(incoming, existing)
 
-    def _committed_anyway(self, incoming: _Incoming) -> bool:
-        """After a commit error: whether the row was committed all the same (a lost
-        reply to COMMIT). Unknown counts as committed, so the file is never removed
-        from under a row; a file kept without one is resolved later."""
+    def _committed_anyway(self, incoming: _Incoming) -> bool | None:
+        """After an uncertain COMMIT: whether the row was committed all the same (a lost
+        reply); None when that cannot be known now. Success is answered only on True."""
         try:
             existing = self._find(incoming.header.sop_instance_uid)
         except StorageError:
-            return True
+            return None
         return (
             existing is not None
             and existing.path == str(incoming.relpath)

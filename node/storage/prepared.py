@@ -63,6 +63,12 @@ def _translated(engine: Engine) -> Iterator[None]:
         raise sa_exc.DatabaseError(None, None, exc) from exc
 
 
+class CommitUncertain(sa_exc.OperationalError):
+    """COMMIT itself failed on a server database: the transaction may have committed
+    (the reply can be lost after the server made it durable). SQLite commits locally and
+    atomically, so there a failed COMMIT is a plain error."""
+
+
 @contextlib.contextmanager
 def raw_transaction(engine: Engine) -> Iterator[Any]:
     """A DB-API cursor inside one transaction: committed on exit, rolled back on error.
@@ -79,7 +85,12 @@ def raw_transaction(engine: Engine) -> Iterator[Any]:
                 if engine.dialect.name == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")
                 yield cursor
-                raw.commit()
+                try:
+                    raw.commit()
+                except engine.dialect.loaded_dbapi.Error as exc:
+                    if engine.dialect.name == "sqlite":
+                        raise
+                    raise CommitUncertain(None, None, exc) from exc
             except BaseException:
                 with contextlib.suppress(Exception):
                     raw.rollback()
