@@ -189,6 +189,16 @@ class _InflatingSource(_Source):
             raise MalformedDataSet(self._produced, "bytes after the deflated stream")
 
 
+def _item_end(pos: int, tag: int, length: int, *, undefined_item: bool) -> int:
+    """An element of group FFFE among a data set's elements: only the delimiter of an
+    undefined-length item may stand there (PS3.5 7.5.2); the offset after it."""
+    if tag != ITEM_DELIMITER or not undefined_item:
+        raise MalformedDataSet(pos, f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+    if length:
+        raise MalformedDataSet(pos, "item delimiter with a length")
+    return pos + 8
+
+
 class _Walk:
     """One walk over a data set; the top-level values in ``wanted`` land in ``values``."""
 
@@ -202,7 +212,7 @@ class _Walk:
         self.values: dict[int, tuple[bytes, str]] = {}
         self.in_memory = not isinstance(source, _InflatingSource)
 
-    def _dataset_in_memory(  # noqa: PLR0912, PLR0915 - one flat loop: a call per element costs 40%
+    def _dataset_in_memory(  # noqa: PLR0912 - one flat loop: a call per element costs 40%
         self, pos: int, end: int | None, depth: int, implicit: bool
     ) -> int:
         """:meth:`dataset` for bytes in memory, with the common case (a leaf element of
@@ -240,11 +250,7 @@ class _Walk:
                     raise MalformedDataSet(pos, f"invalid VR {vr!r} in ({group:04X},{element:04X})")
             tag = group << 16 | element
             if group == 0xFFFE:
-                if tag == ITEM_DELIMITER and end is None and depth > 0:
-                    if length:
-                        raise MalformedDataSet(pos, "item delimiter with a length")
-                    return pos + 8
-                raise MalformedDataSet(pos, f"unexpected delimiter ({group:04X},{element:04X})")
+                return _item_end(pos, tag, length, undefined_item=end is None and depth > 0)
             if tag <= previous:
                 raise MalformedDataSet(pos, f"tag ({group:04X},{element:04X}) out of order")
             previous = tag
@@ -285,11 +291,7 @@ class _Walk:
             group, element, vr, length, header = self._header(pos, implicit)
             tag = group << 16 | element
             if group == 0xFFFE:
-                if tag == ITEM_DELIMITER and end is None and depth > 0:
-                    if length:
-                        raise MalformedDataSet(pos, "item delimiter with a length")
-                    return pos + 8
-                raise MalformedDataSet(pos, f"unexpected delimiter ({group:04X},{element:04X})")
+                return _item_end(pos, tag, length, undefined_item=end is None and depth > 0)
             if tag <= previous:
                 raise MalformedDataSet(pos, f"tag ({group:04X},{element:04X}) out of order")
             previous = tag
