@@ -178,7 +178,10 @@ def tls_handshake(sock: socket.socket, context: ssl.SSLContext, deadline: float)
     A first byte that cannot start a TLS record means plain TCP (a DICOM peer without
     TLS, most likely): refused as such without handing OpenSSL the bytes.
     """
-    first = _peek(sock, 1, deadline)
+    try:
+        first = _peek(sock, 1, deadline)
+    except OSError as exc:  # a reset before any byte (port scanners do this)
+        raise TlsRefused(TlsKind.CLOSED, f"connection failed before a ClientHello: {exc}") from exc
     if first is None:
         raise TlsRefused(TlsKind.TIMEOUT, "no TLS ClientHello before the deadline")
     if not first:

@@ -114,6 +114,11 @@ class NodeServer(ThreadedAssociationServer):
     ) -> None:
         if not complete:
             self.gate.hand_over(pending, request)
+        # pynetdicom reads a PDU with blocking recv() calls: without a timeout, a peer
+        # that stalls mid-PDU (or vanishes without a FIN) holds its reader thread, and an
+        # association slot, for ever, and a stopping node cannot exit. A read that waits
+        # network_timeout ends the association as a lost connection (pynetdicom Evt17).
+        request.settimeout(self.ae.network_timeout)
         try:
             super().process_request_thread(request, client_address)
         finally:

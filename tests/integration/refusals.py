@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,3 +73,43 @@ def closed_by_node(sock: socket.socket) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+class EndedLines(logging.Handler):
+    """Collects the association-ended lines and signals each one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.arrived = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("association ") and " after " in message:
+            self.lines.append(message)
+            self.arrived.set()
+
+    def next_line(self, timeout: float = 30) -> str:
+        assert self.arrived.wait(timeout), "no association-ended line"
+        self.arrived.clear()
+        return self.lines[-1]
+
+
+@contextmanager
+def ended_lines() -> Iterator[EndedLines]:
+    handler = EndedLines()
+    logger = logging.getLogger("node.association")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Poll ``check`` (a state the node reaches by itself) until true, bounded."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        pause.wait(0.02)

@@ -3,46 +3,20 @@ node" (its timeout, its stop) or "aborted by the peer". On both association path
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from node.app import Node
 from node.config import NodeConfig
+from tests.integration.refusals import EndedLines, ended_lines
 from tests.integration.scu import association
-
-
-class EndedLines(logging.Handler):
-    """Collects the association-ended lines and signals each one."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-        self.arrived = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("association ") and " after " in message:
-            self.lines.append(message)
-            self.arrived.set()
-
-    def next_line(self, timeout: float = 30) -> str:
-        assert self.arrived.wait(timeout), "no association-ended line"
-        self.arrived.clear()
-        return self.lines[-1]
 
 
 @pytest.fixture
 def ended() -> Iterator[EndedLines]:
-    handler = EndedLines()
-    logger = logging.getLogger("node.association")
-    logger.addHandler(handler)
-    try:
+    with ended_lines() as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "pynetdicom-path"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -141,3 +142,20 @@ def test_handshake_not_finished_within_acse_timeout_is_closed_and_audited(
         lines.wait_for("tls-handshake-timeout", 2)
     reasons = [r["reason"] for r in rejected(node.archive.engine)]
     assert reasons == ["tls-handshake-timeout", "tls-handshake-timeout"]
+
+
+def test_a_reset_before_the_client_hello_is_a_closed_connection(
+    pki: dict[str, Issued],
+    make_config: Callable[..., NodeConfig],
+    start_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node = start_node(make_config(tls=tls_section(pki)))
+    with refusal_lines():
+        for _ in range(3):  # what a port scanner does: connect, then RST
+            sock = socket.create_connection(("127.0.0.1", node.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        assert tls_echo(node.port, client_context(pki))  # served after the resets
+    assert [r for r in caplog.records if r.exc_info] == []
+    assert "internal-error" not in [d.get("reason") for d in rejected(node.archive.engine)]
