@@ -235,22 +235,28 @@ class ManifestReceiver:
 
     def _update(self, manifest_uid: str, state: str, findings: Findings, **more: Any) -> int:
         with self.engine.begin() as conn:
-            return int(
-                conn.execute(
-                    update(received_manifests)
-                    .where(received_manifests.c.manifest_uid == manifest_uid)
-                    .where(received_manifests.c.state == WAITING)
-                    .values(
-                        state=state,
-                        signer=findings.signer,
-                        missing=json.dumps(findings.missing),
-                        altered=json.dumps(findings.altered),
-                        detail="; ".join(findings.signature_problems),
-                        updated_at=audit.utc_now(),
-                        **more,
-                    )
-                ).rowcount
-            )
+            return self._update_in(conn, manifest_uid, state, findings, **more)
+
+    @staticmethod
+    def _update_in(
+        conn: Any, manifest_uid: str, state: str, findings: Findings, **more: Any
+    ) -> int:
+        return int(
+            conn.execute(
+                update(received_manifests)
+                .where(received_manifests.c.manifest_uid == manifest_uid)
+                .where(received_manifests.c.state == WAITING)
+                .values(
+                    state=state,
+                    signer=findings.signer,
+                    missing=json.dumps(findings.missing),
+                    altered=json.dumps(findings.altered),
+                    detail="; ".join(findings.signature_problems),
+                    updated_at=audit.utc_now(),
+                    **more,
+                )
+            ).rowcount
+        )
 
     def _decide(self, current: ReceivedManifest, verdict: str, findings: Findings) -> bool:
         """Write the final result once (a concurrent check that lost the race does not)."""
@@ -259,23 +265,31 @@ class ManifestReceiver:
         report = self.config.manifests.reports / f"{current.manifest_uid}.json"
         document = _report(current, verdict, findings)
         write_atomic(report, json.dumps(document, indent=2, sort_keys=True).encode() + b"\n")
-        if not self._update(current.manifest_uid, verdict, findings, report=str(report)):
-            return False
-        self._refresh_waiting()
         verified = verdict == VERIFIED
-        self.archive.record(
-            AuditEvent.MANIFEST_VERIFIED if verified else AuditEvent.MANIFEST_CHECK_FAILED,
-            study_uid=current.study_uid,
-            sop_instance_uid=current.manifest_uid,
-            result=verdict,
-            calling_ae=current.calling_ae,
-            signer=findings.signer,
-            referenced=len(findings.referenced),
-            missing=findings.missing,
-            altered=sorted(findings.altered),
-            signature_problems=findings.signature_problems,
-            report=str(report),
-        )
+        # The verdict and its custody record commit together: a reader that sees the
+        # state finds the record, and a crash cannot keep one without the other.
+        with self.engine.begin() as conn:
+            if not self._update_in(
+                conn, current.manifest_uid, verdict, findings, report=str(report)
+            ):
+                return False
+            audit.append(
+                conn,
+                AuditEvent.MANIFEST_VERIFIED if verified else AuditEvent.MANIFEST_CHECK_FAILED,
+                study_uid=current.study_uid,
+                sop_instance_uid=current.manifest_uid,
+                details={
+                    "result": verdict,
+                    "calling_ae": current.calling_ae,
+                    "signer": findings.signer,
+                    "referenced": len(findings.referenced),
+                    "missing": findings.missing,
+                    "altered": sorted(findings.altered),
+                    "signature_problems": findings.signature_problems,
+                    "report": str(report),
+                },
+            )
+        self._refresh_waiting()
         return True
 
 
