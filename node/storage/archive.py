@@ -32,7 +32,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydicom.uid import UID
@@ -161,12 +161,19 @@ def _reason(exc: SQLAlchemyError) -> str:
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
-def _data_set_of(part10: bytes) -> bytes | None:
-    """The data set bytes of a Part 10 file the archive wrote (after its file meta)."""
-    if part10[:132] != PREAMBLE or part10[132:136] != b"\x02\x00\x00\x00":
-        return None
-    (length,) = struct.unpack_from("<I", part10, 140)
-    return part10[144 + length :]
+def _data_set_digest(path: Path) -> str | None:
+    """SHA-256 of the data set of a Part 10 file the archive wrote (after its file meta),
+    read in blocks; None when the file is not one the archive wrote."""
+    with path.open("rb") as fh:
+        head = fh.read(144)
+        if len(head) < 144 or head[:132] != PREAMBLE or head[132:136] != b"\x02\x00\x00\x00":
+            return None
+        (length,) = struct.unpack_from("<I", head, 140)
+        fh.seek(144 + length)
+        digest = hashlib.sha256()
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class _Incoming:
@@ -401,10 +408,10 @@ class Archive:
         if abs(existing.size - len(incoming.chunks[0]) - len(incoming.item.dataset)) > 18:
             return False  # the two file metas differ by an AE title (0-16 bytes) at most
         try:
-            archived = self.files.path(existing.path).read_bytes()
+            archived = _data_set_digest(self.files.path(existing.path))
         except OSError:
             return False
-        return _data_set_of(archived) == incoming.item.dataset
+        return archived == hashlib.sha256(incoming.item.dataset).hexdigest()
 
     def _duplicate(self, incoming: _Incoming, existing: InstanceRow) -> StoreOutcome:
         item, header, sha, size = incoming.item, incoming.header, incoming.sha256, incoming.size
