@@ -226,7 +226,9 @@ class _Walk:
         wanted = self.wanted if depth == 0 else ()
         previous = -1
         while True:
-            if pos == limit:
+            if pos >= limit:
+                if pos > limit:  # an undefined-length sequence ran past this item
+                    raise MalformedDataSet(pos, "element overruns its item")
                 if end is None and depth > 0:
                     raise MalformedDataSet(pos, "item without its delimiter")
                 return pos
@@ -284,7 +286,7 @@ class _Walk:
             if end is not None:
                 if pos == end:
                     return pos
-                if pos > end:  # pragma: no cover - every value is checked against end
+                if pos > end:  # an undefined-length sequence ran past this item
                     raise MalformedDataSet(pos, "element overruns its item")
             elif depth == 0 and src.at_end(pos):
                 return pos

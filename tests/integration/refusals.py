@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -44,15 +45,22 @@ class RefusalLines(logging.Handler):
         assert ok, f"{count} x {reason} not logged; logged: {self.reasons}"
 
 
+_H = TypeVar("_H", bound=logging.Handler)
+
+
 @contextmanager
-def refusal_lines() -> Iterator[RefusalLines]:
-    handler = RefusalLines()
+def _attached(handler: _H) -> Iterator[_H]:
+    """``handler`` on the node's association logger for the block."""
     logger = logging.getLogger("node.association")
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
+
+
+def refusal_lines() -> contextlib.AbstractContextManager[RefusalLines]:
+    return _attached(RefusalLines())
 
 
 def rejected(engine: Engine) -> list[dict[str, Any]]:
@@ -95,15 +103,8 @@ class EndedLines(logging.Handler):
         return self.lines[-1]
 
 
-@contextmanager
-def ended_lines() -> Iterator[EndedLines]:
-    handler = EndedLines()
-    logger = logging.getLogger("node.association")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
+def ended_lines() -> contextlib.AbstractContextManager[EndedLines]:
+    return _attached(EndedLines())
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:

@@ -27,8 +27,11 @@ from tests.integration.test_tls_availability import (
 from tests.pki import issue, make_ca
 
 
-def test_kill_9_during_large_send_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    data = config_dict(tmp_path)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "pynetdicom-path"])
+def test_kill_9_during_large_send_loses_nothing_acknowledged(
+    tmp_path: Path, fast_path: bool
+) -> None:
+    data = config_dict(tmp_path, node={"fast_path": fast_path})
     config_file = write_config(tmp_path / "node.yaml", data)
     node = NodeProcess(config_file)
     acknowledged: list[str] = []

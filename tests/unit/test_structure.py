@@ -253,3 +253,18 @@ def test_deflate_output_held_back_by_zlib_at_the_end_of_input_is_read() -> None:
             body = struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OB", 0, length) + bytes(length)
             packer = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
             walked(packer.compress(body) + packer.flush(), DeflatedExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_an_undefined_length_sequence_running_past_its_item(syntax: UID) -> None:
+    inner = struct.pack("<HH2sHL", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF) + struct.pack(
+        "<HHL", 0xFFFE, 0xE0DD, 0
+    )
+    # The item's 12 bytes hold the sequence's header; its delimiter lies beyond them.
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, 12) + inner
+    data = struct.pack("<HH2sHL", 0x0008, 0x1110, b"SQ", 0, len(item)) + item
+    if syntax.is_deflated:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        data = packer.compress(data) + packer.flush()
+    with pytest.raises(MalformedDataSet, match="overruns its item"):
+        walked(data, syntax)
