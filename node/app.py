@@ -26,6 +26,7 @@ from node.manifests.receiver import ManifestReceiver
 from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
 from node.mpps.workflow import AcquisitionWorkflow
+from node.net.tls import server_context
 from node.scu.associate import set_nodelay
 from node.services.associations import AssociationRegistry
 from node.services.contexts import (
@@ -43,7 +44,6 @@ from node.services.pynetdicom_guard import guard_handlers, one_line_pynetdicom_e
 from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
 from node.services.server import NodeServer
 from node.services.store import StoreService
-from node.services.tls import server_context
 from node.storage.archive import Archive
 from node.storage.database import open_database
 from node.storage.files import FileStore

@@ -1,7 +1,7 @@
 """The node's exception hierarchy.
 
 Domain code raises these; the DICOM service layer maps them to named statuses in one
-place (:mod:`node.services.statusmap`) and the CLI maps them to exit codes.
+place (:mod:`node.net.statusmap`) and the CLI maps them to exit codes.
 """
 
 from __future__ import annotations

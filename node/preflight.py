@@ -148,7 +148,7 @@ def _signing(config: NodeConfig) -> list[str]:
 def _tls(config: NodeConfig) -> list[str]:
     if config.tls is None:
         return []
-    from node.services.tls import server_context
+    from node.net.tls import server_context
 
     try:
         server_context(config.tls)

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from pydicom.uid import UID
 
-from node.services.contexts import (
+from node.net.contexts import (
     QR_FIND_SOP_CLASSES,
     QR_GET_SOP_CLASSES,
     QR_MOVE_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION_TRANSFER_SYNTAXES,
-    mpps_context,
     storage_sop_classes,
 )
-from node.services.status import Status
+from node.net.status import Status
+from node.services.contexts import mpps_context
 
 
 def _name(uid: UID) -> str:

@@ -6,4 +6,5 @@ scripts/setup.sh --test
 .venv/bin/ruff check node tests scripts
 .venv/bin/ruff format --check node tests scripts
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache  # the layers of ARCHITECTURE.md
 .venv/bin/pytest "$@"

@@ -30,12 +30,12 @@ from sqlalchemy import func, select
 
 from node.config import NodeConfig, RemoteAE, Role
 from node.errors import NodeError, OperationFailed, UsageError
+from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.statusmap import status_for
 from node.retrieve.kos_check import KosChecker
 from node.retrieve.report import ObjectResult, Outcome, RequestResult, RetrieveReport
-from node.retrieve.request import CANCEL, FAILURE, FinalStatus, RetrieveRequest
 from node.scu import retrieve as scu
-from node.services.status import DUPLICATE_CONFLICT_STATUS, Status
-from node.services.statusmap import status_for
+from node.scu.request import CANCEL, FAILURE, FinalStatus, RetrieveRequest
 from node.signatures import load_trust
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.retrieve.request import FinalStatus, RetrieveRequest
+from node.scu.request import FinalStatus, RetrieveRequest
 
 
 class Outcome(enum.StrEnum):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from node.errors import UsageError
-from node.retrieve.request import RetrieveRequest
+from node.scu.request import RetrieveRequest
 from node.storage.uids import is_valid_uid
 
 DICOM_MEDIA_TYPE = "application/dicom"

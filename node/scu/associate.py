@@ -26,7 +26,7 @@ from node.net.requestor import (
     RequestorSettings,
     request_association,
 )
-from node.services.tls import client_context
+from node.net.tls import client_context
 
 log = logging.getLogger("node.scu")
 

@@ -65,7 +65,11 @@ from pynetdicom.status import (
 
 from node.config import NodeConfig, RemoteAE
 from node.errors import OperationFailed
-from node.retrieve.request import (
+from node.net.contexts import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
+from node.net.status import Status
+from node.net.statusmap import status_dataset
+from node.scu.associate import associate
+from node.scu.request import (
     CANCEL,
     FAILURE,
     PENDING,
@@ -73,10 +77,6 @@ from node.retrieve.request import (
     FinalStatus,
     RetrieveRequest,
 )
-from node.scu.associate import associate
-from node.services.contexts import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
-from node.services.status import Status
-from node.services.statusmap import status_dataset
 
 log = logging.getLogger("node.retrieve")
 

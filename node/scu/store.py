@@ -45,7 +45,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from node.errors import NodeError, OperationFailed
 from node.net.pdu import PduError
 from node.net.requestor import Association
-from node.services.status import Status
+from node.net.status import Status
 from node.signatures.encoding import file_meta
 
 log = logging.getLogger("node.scu")

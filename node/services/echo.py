@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.services.status import Status
+from node.net.status import Status
 
 
 def handle_echo(_event: Any) -> int:

@@ -29,16 +29,15 @@ from node.net.acceptor import (
     Refusal,
     StorageAcceptor,
 )
-from node.net.pdu import AcceptedContext, AssociateRequest
-from node.services.associations import AssociationInfo, AssociationRegistry
-from node.services.contexts import (
+from node.net.contexts import (
     QR_SOP_CLASSES,
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION_TRANSFER_SYNTAXES,
-    mpps_context,
     storage_sop_classes,
-    verification_context,
 )
+from node.net.pdu import AcceptedContext, AssociateRequest
+from node.services.associations import AssociationInfo, AssociationRegistry
+from node.services.contexts import mpps_context, verification_context
 from node.services.inflight import InFlight
 from node.services.store import StoreService
 

@@ -19,9 +19,9 @@ from node.identity import new_uid
 from node.mpps import rules
 from node.mpps.registry import MppsChange, MppsRegistry
 from node.mpps.rules import MppsRefused, Problem
+from node.net.status import Status
+from node.net.statusmap import status_dataset
 from node.services.associations import AssociationRegistry
-from node.services.status import Status
-from node.services.statusmap import status_dataset
 
 log = logging.getLogger("node.mpps")
 

@@ -46,6 +46,10 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as STORE_STATUSES
 
 from node.config import NodeConfig, Role
 from node.errors import OperationFailed
+from node.net.contexts import QR_FIND_SOP_CLASSES, QR_GET_SOP_CLASSES, QR_MOVE_SOP_CLASSES
+from node.net.status import Status
+from node.net.statusmap import status_dataset
+from node.net.tls import client_context
 from node.query.destinations import move_destination
 from node.query.find import find
 from node.query.identifier import parse_find, parse_retrieve
@@ -54,15 +58,7 @@ from node.query.retrieve import instances_to_retrieve
 from node.scu.associate import set_nodelay
 from node.scu.store import NOT_NEGOTIATED, Outgoing, contexts_for, send_instance
 from node.services.associations import AssociationInfo, AssociationRegistry
-from node.services.contexts import (
-    QR_FIND_SOP_CLASSES,
-    QR_GET_SOP_CLASSES,
-    QR_MOVE_SOP_CLASSES,
-    verification_context,
-)
-from node.services.status import Status
-from node.services.statusmap import status_dataset
-from node.services.tls import client_context
+from node.services.contexts import verification_context
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow

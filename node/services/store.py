@@ -18,11 +18,11 @@ from pydicom.dataset import Dataset
 from node.config import Role
 from node.errors import NodeError
 from node.jobs.worker import SerialWorker
+from node.net.contexts import storage_sop_classes
+from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.statusmap import status_dataset, status_for
 from node.services.associations import AssociationInfo, AssociationRegistry
-from node.services.contexts import storage_sop_classes
 from node.services.inflight import InFlight
-from node.services.status import DUPLICATE_CONFLICT_STATUS, Status
-from node.services.statusmap import status_dataset, status_for
 from node.storage.archive import Archive, Custody, ReceivedInstance, StoreOutcome, StoreResult
 from node.storage.audit import AuditEvent
 

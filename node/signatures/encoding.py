@@ -30,23 +30,21 @@ from pydicom.uid import (
 )
 
 from node.errors import NodeError
+from node.storage.vr import (
+    ITEM,
+    ITEM_DELIMITATION,
+    KNOWN_VRS,
+    LONG_VRS,
+    PIXEL_DATA,
+    SEQUENCE_DELIMITATION,
+    UNDEFINED_LENGTH,
+)
 
-# VRs whose explicit encoding has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
-KNOWN_VRS = LONG_VRS | {
-    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT",
-    "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US",
-}  # fmt: skip
 _VR_BY_BYTES = {vr.encode("ascii"): vr for vr in KNOWN_VRS}
 _LONG_VR_BYTES = frozenset(vr.encode("ascii") for vr in LONG_VRS)
 _META_HEADER = Struct("<HH2sH")
 _UL = Struct("<L")
 
-UNDEFINED_LENGTH = 0xFFFFFFFF
-ITEM = 0xFFFEE000
-ITEM_DELIMITATION = 0xFFFEE00D
-SEQUENCE_DELIMITATION = 0xFFFEE0DD
-PIXEL_DATA = 0x7FE00010
 PIXEL_REPRESENTATION = 0x00280103
 
 # Syntaxes that cannot carry a MAC (PS3.15 C.1 via DCMTK's profiles; brief pitfall 8).

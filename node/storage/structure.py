@@ -29,7 +29,7 @@ from typing import Any
 from pydicom.datadict import DicomDictionary
 
 from node.errors import InvalidRequest
-from node.signatures.encoding import KNOWN_VRS, LONG_VRS, PIXEL_DATA, UNDEFINED_LENGTH
+from node.storage.vr import KNOWN_VRS, LONG_VRS, PIXEL_DATA, UNDEFINED_LENGTH
 
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D

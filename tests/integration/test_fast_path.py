@@ -25,7 +25,7 @@ from node.config import NodeConfig
 from node.identity import IMPLEMENTATION_CLASS_UID
 from node.net import dimse, pdu
 from node.net.link import Link, PeerClosed
-from node.services.status import Status
+from node.net.status import Status
 from tests.helpers import ct_dataset, dataset_bytes, run, tool, write_part10
 from tests.integration.scu import store_status
 from tests.integration.test_store_robustness import archive_files, instance_count, temp_files

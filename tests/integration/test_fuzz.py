@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.net import dimse, pdu
-from node.services.status import Status
+from node.net.status import Status
 from node.storage import audit
 from node.storage.database import instances
 from tests.helpers import ct_dataset, dataset_bytes, write_part10

@@ -8,7 +8,7 @@ import pytest
 from pydicom.tag import Tag
 
 from node.app import Node
-from node.services.status import Status
+from node.net.status import Status
 from tests.helpers import ct_dataset
 from tests.integration.mpps_scu import MppsClient, create_attributes, final_attributes
 

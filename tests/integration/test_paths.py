@@ -20,7 +20,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from node.app import Node
 from node.net import dimse, pdu
 from node.net.link import Link, Message, PeerClosed
-from node.services.status import Status
+from node.net.status import Status
 from node.storage import audit
 from tests.helpers import ct_dataset, dataset_bytes, write_part10
 from tests.integration.test_store_robustness import archive_files, instance_count, temp_files

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.config import NodeConfig
-from node.services.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
 from node.storage import audit
 from node.storage.database import duplicates, instances
 from node.storage.files import FileStore

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from node.app import Node
 from node.config import NodeConfig
-from node.services.status import Status
+from node.net.status import Status
 from node.storage.database import instances
 from tests.helpers import ct_dataset, split_part10, write_part10
 

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.config import NodeConfig, load_config
-from node.services.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
 from node.storage import archive as archive_module
 from node.storage import audit
 from node.storage.archive import file_meta_bytes

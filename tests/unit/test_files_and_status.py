@@ -9,7 +9,7 @@ import pytest
 from pynetdicom.status import code_to_category
 
 from node.errors import InvalidRequest
-from node.services.status import Status
+from node.net.status import Status
 from node.storage.files import FileStore, instance_relpath
 from node.storage.uids import is_valid_uid
 

@@ -14,8 +14,8 @@ from pydicom.uid import (
 )
 
 from node.errors import OperationFailed
+from node.net.contexts import STORAGE_TRANSFER_SYNTAXES
 from node.scu.retrieve import broad_storage_classes, get_contexts
-from node.services.contexts import STORAGE_TRANSFER_SYNTAXES
 
 
 def by_class(classes: list[str]) -> dict[str, list[list[str]]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from node.errors import UsageError
-from node.retrieve.request import MAX_UIDS_PER_REQUEST, RetrieveRequest
 from node.retrieve.wado import parse_wado_uri, read_wado_urls, requests_for
+from node.scu.request import MAX_UIDS_PER_REQUEST, RetrieveRequest
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.1.1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from node.errors import DatasetMismatch, InvalidRequest, NotAuthorized, StorageError
-from node.services.status import Status
+from node.net.status import Status
 
 # Error Comment is LO: at most 64 characters (PS3.7 C.4, PS3.5 Table 6.2-1).
 _COMMENT_LIMIT = 64
