@@ -1,6 +1,6 @@
 """Who may associate with the node, and what each peer may do.
 
-Rules (PRODUCT.md "Behaviour every part keeps"):
+Rules (A-ASSOCIATE-RJ reasons of PS3.8 9.3.4; every refusal is audited, PS3.15 A.5):
 - the called AE title must be ours, else the association is rejected (PS3.8 Table 9-21:
   rejected-permanent, service-user, reason 7 "called-AE-title-not-recognized");
 - when peers are configured, the calling AE title must be one of them, and the

@@ -1,6 +1,6 @@
 """What every command shares: loading the configuration, output, exit statuses.
 
-Exit statuses (PRODUCT.md): 0 success, 1 a verification or operation failed,
+Exit statuses (the README's command reference): 0 success, 1 a verification or operation failed,
 2 bad usage or bad configuration.
 """
 
@@ -54,8 +54,16 @@ def optional_config(args: argparse.Namespace) -> NodeConfig | None:
 
 
 def load(args: argparse.Namespace) -> NodeConfig:
-    """Load and validate the configuration named by the arguments (raises ConfigError)."""
-    return load_config(config_path(args))
+    """Load and validate the configuration named by the arguments (raises ConfigError).
+
+    Every command that has a configuration gets the process-wide library settings from it
+    here, once, before it does anything else (node.app is the composition root).
+    """
+    config = load_config(config_path(args))
+    from node.app import configure_libraries
+
+    configure_libraries(config)
+    return config
 
 
 CONFIG_HELP = "configuration file (default: $DICOM_NODE_CONFIG, else config/node.yaml)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from node import __version__
@@ -42,7 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def prepare_environment() -> None:
+    """Process environment that libraries read when they are first imported.
+
+    pydicom imports numpy, whose OpenBLAS starts a thread per core that spins while idle;
+    the node does no linear algebra, and on a small machine those threads took CPU from
+    the association threads (seen with perf during C-STORE bursts). It must be set before
+    numpy's first import, which building the parser triggers; an operator's own setting
+    wins. The composition root is the one place that writes the environment.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    prepare_environment()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

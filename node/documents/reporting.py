@@ -86,9 +86,10 @@ from node.signatures import (
 from node.signatures.keys import load_certificate
 from node.signatures.purposes import AUTHOR, PURPOSES, VERIFICATION
 from node.storage import audit
-from node.storage.archive import Archive, file_meta_bytes
+from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 from node.storage.database import mpps, mpps_expected, series
+from node.storage.filemeta import file_meta_bytes
 from node.storage.files import write_atomic
 from node.storage.index import InstanceRow, find_instance, study_instances
 

@@ -209,7 +209,7 @@ def _text(value: object, pad: str, codec: str) -> bytes | None:
 
 
 def _tags(value: object) -> bytes | None:
-    """An AT value: (group, element) uint16 pairs (PS3.5 6.2; brief pitfall 10)."""
+    """An AT value: (group, element) uint16 pairs (PS3.5 6.2, Table 6.2-1 "AT")."""
     values = list(value) if isinstance(value, _MULTI) else [value]
     tags: list[int] = []
     for v in values:

@@ -1,7 +1,8 @@
 """The stored bytes of a data set, parsed into a light tree of byte ranges.
 
 A MAC (PS3.3 C.12.1.1.3.1.1) must be computed from the values *as stored*, padding
-included; a value decoded and re-encoded by a toolkit may differ (brief, pitfall 1).
+included; a value decoded and re-encoded by a toolkit may differ (PS3.5 6.2 allows several
+paddings and spellings of one value).
 So every MAC in this package is computed from a tree of :class:`Element` objects that
 only point into a byte buffer: leaf values are never decoded.
 
@@ -47,7 +48,8 @@ _UL = Struct("<L")
 
 PIXEL_REPRESENTATION = 0x00280103
 
-# Syntaxes that cannot carry a MAC (PS3.15 C.1 via DCMTK's profiles; brief pitfall 8).
+# Syntaxes that cannot carry a MAC (PS3.3 C.12.1.1.3.1.1 needs Explicit VR Little Endian
+# or its family; DCMTK's profiles refuse these, PS3.15 C.1).
 NON_MAC_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRBigEndian})
 
 
@@ -293,7 +295,7 @@ def implicit_vr(tag: int, pixel_representation: int) -> str:
     """The VR DCMTK would give an implicit-VR element: the dictionary's (PS3.6).
 
     Ambiguous dictionary VRs are resolved like DCMTK and pydicom do for implicit input:
-    OW where OW is possible (Pixel Data reads back as OW, brief pitfall 2) and US/SS by
+    OW where OW is possible (Pixel Data reads back as OW from Implicit VR, PS3.5 A.1 c) and US/SS by
     Pixel Representation. Unknown and private data elements are UN, except private
     creators (LO) and group lengths (UL).
     """

@@ -117,7 +117,7 @@ def unsigned_short(encoded: Encoded, element: Element) -> int | None:
 
 
 def attribute_tags(encoded: Encoded, element: Element) -> list[int]:
-    """An AT value: (group, element) uint16 pairs, not uint32 (brief pitfall 10)."""
+    """An AT value: (group, element) uint16 pairs, not uint32 (PS3.5 6.2, Table 6.2-1 "AT")."""
     data = encoded.value(element)
     usable = len(data) - len(data) % 4
     return [(group << 16) | number for group, number in iter_unpack("<HH", data[:usable])]

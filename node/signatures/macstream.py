@@ -1,6 +1,7 @@
 """The MAC byte stream of PS3.3 C.12.1.1.3.1.1 and .1.2, built from stored bytes.
 
-Rules (brief section 2, checked byte for byte against ``dcmsign --dump``):
+Rules (PS3.15 C.12.1.1.3.1.1 via PS3.3 C.12.1.1.3.1, checked byte for byte against
+``dcmsign --dump``):
 
 * Only *signable* elements go in (C.12.1.1.3.1.1): never groups below 0008, group
   lengths, Length to End, UN, a sequence holding UN at any depth, group FFFA, the MAC
@@ -160,7 +161,8 @@ class Selection:
 
 
 def select(level: Iterable[Element], tags: Collection[int]) -> Selection:
-    """Elements of ``level`` whose tags are listed, iterating the data set (brief 2.7)."""
+    """Elements of ``level`` whose tags are listed, iterating the data set, not the list
+    (PS3.3 C.12.1.1.3.1.1; DCMTK's ``verifyCurrent`` does the same)."""
     wanted = set(tags)
     chosen: list[Element] = []
     unsignable: list[int] = []

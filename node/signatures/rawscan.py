@@ -130,7 +130,7 @@ class Scanned:
     def select(self, tags: Collection[int]) -> tuple[list[int], list[int], list[int]]:
         """Indices of listed elements (chosen), listed tags absent, listed but unsignable.
 
-        Iterates the data set, not the list (brief 2.7), like ``macstream.select``.
+        Iterates the data set, not the list (PS3.3 C.12.1.1.3.1.1), like ``macstream.select``.
         """
         wanted = set(tags)
         chosen: list[int] = []

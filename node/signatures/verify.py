@@ -1,6 +1,6 @@
 """Verifying every DICOM Digital Signature of an object (PS3.3 C.12.1.1.3, PS3.15 C.1).
 
-For each Digital Signatures Sequence item, at every level (brief 2.7, DCMTK's
+For each Digital Signatures Sequence item, at every level (PS3.3 C.12.1.1.3.1, DCMTK's
 ``verifyCurrent``): find the MAC Parameters item with its MAC ID Number, rebuild the MAC
 stream from the listed elements as stored, append the signed fields of the item, hash,
 and check the Signature with the public key of Certificate of Signer. Then check that the

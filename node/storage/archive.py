@@ -1,6 +1,6 @@
 """Store a received instance durably, index it and record its custody: one use case.
 
-Order of work (PRODUCT.md "Nothing acknowledged is lost"): walk the data set's structure
+Order of work (a Success is sent only after this returns, PS3.4 B.2.3): walk the data set's structure
 (:mod:`node.storage.structure`) and read its header; hash; write the Part 10 file to a
 temporary name, fsync, move it to the final name without replacing, fsync the folder;
 then, in one database transaction, the index rows and the audit record. Only after that
@@ -28,11 +28,10 @@ import contextlib
 import enum
 import hashlib
 import logging
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from pydicom.uid import UID
@@ -40,10 +39,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from node.errors import DatasetMismatch, InvalidRequest, StorageError
-from node.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.storage import audit
 from node.storage.audit import AuditEvent
 from node.storage.database import duplicates, instances
+from node.storage.filemeta import data_set_digest, file_meta_bytes
 from node.storage.files import (
     FileStore,
     HeldFile,
@@ -57,7 +56,6 @@ from node.storage.prepared import CommitUncertain, Prepared, raw_transaction
 from node.storage.uids import checked_uid
 
 log = logging.getLogger("node.archive")
-PREAMBLE = b"\0" * 128 + b"DICM"
 # How long a receiver waits for another process's writer of the same instance.
 WRITER_WAIT = 30.0
 _ATTEMPTS = 3  # a final name freed by a failed writer is taken again; more is a fault
@@ -123,57 +121,11 @@ class StoreOutcome:
     size: int
 
 
-def _element(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
-    if vr == b"OB":
-        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
-
-
-def _padded(text: str, pad: bytes) -> bytes:
-    raw = text.encode("ascii")
-    return raw + pad if len(raw) % 2 else raw
-
-
-def file_meta_bytes(sop_class_uid: str, sop_instance_uid: str, ts: str, source_ae: str) -> bytes:
-    """The Part 10 preamble and File Meta Information group (PS3.10 7.1), Explicit VR LE.
-
-    Written by hand because this runs for every received instance: the inputs are
-    validated UIDs and an AE title, so the encoding is fixed and simple.
-    """
-    body = b"".join(
-        (
-            _element(0x0002, 0x0001, b"OB", b"\x00\x01"),
-            _element(0x0002, 0x0002, b"UI", _padded(sop_class_uid, b"\0")),
-            _element(0x0002, 0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
-            _element(0x0002, 0x0010, b"UI", _padded(ts, b"\0")),
-            _element(0x0002, 0x0012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\0")),
-            _element(0x0002, 0x0013, b"SH", _padded(IMPLEMENTATION_VERSION_NAME, b" ")),
-            _element(0x0002, 0x0016, b"AE", _padded(source_ae, b" ")) if source_ae else b"",
-        )
-    )
-    return PREAMBLE + _element(0x0002, 0x0000, b"UL", struct.pack("<I", len(body))) + body
-
-
 _INSTANCE_COLUMNS = [c.name for c in instances.columns]
 
 
 def _reason(exc: SQLAlchemyError) -> str:
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
-
-
-def _data_set_digest(path: Path) -> str | None:
-    """SHA-256 of the data set of a Part 10 file the archive wrote (after its file meta),
-    read in blocks; None when the file is not one the archive wrote."""
-    with path.open("rb") as fh:
-        head = fh.read(144)
-        if len(head) < 144 or head[:132] != PREAMBLE or head[132:136] != b"\x02\x00\x00\x00":
-            return None
-        (length,) = struct.unpack_from("<I", head, 140)
-        fh.seek(144 + length)
-        digest = hashlib.sha256()
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _Incoming:
@@ -408,7 +360,7 @@ class Archive:
         if abs(existing.size - len(incoming.chunks[0]) - len(incoming.item.dataset)) > 18:
             return False  # the two file metas differ by an AE title (0-16 bytes) at most
         try:
-            archived = _data_set_digest(self.files.path(existing.path))
+            archived = data_set_digest(self.files.path(existing.path))
         except OSError:
             return False
         return archived == hashlib.sha256(incoming.item.dataset).hexdigest()

@@ -22,8 +22,8 @@ from node.config import NodeConfig, load_config
 from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
 from node.storage import archive as archive_module
 from node.storage import audit
-from node.storage.archive import file_meta_bytes
 from node.storage.database import duplicates, instances
+from node.storage.filemeta import file_meta_bytes
 from node.storage.files import FileStore, instance_relpath
 from tests.conftest import config_dict
 from tests.helpers import ct_dataset, sha256

@@ -18,8 +18,8 @@ def test_storage_classes_are_those_of_the_pinned_pynetdicom() -> None:
 
 
 def test_named_classes_match_pynetdicom() -> None:
-    assert VERIFICATION == Verification
-    assert MPPS == ModalityPerformedProcedureStep
+    assert Verification == VERIFICATION
+    assert ModalityPerformedProcedureStep == MPPS
 
 
 def test_every_storage_context_offers_both_roles() -> None:
