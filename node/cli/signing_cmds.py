@@ -212,7 +212,7 @@ def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
 
 def archive_lookup(config: NodeConfig) -> Lookup | None:
     """Find referenced instances in the node's archive by SOP Instance UID (or None)."""
-    from node.storage.database import open_database
+    from node.schema import open_database
     from node.storage.files import FileStore
     from node.storage.index import find_instance
 

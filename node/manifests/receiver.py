@@ -34,12 +34,13 @@ from node.manifests.check import (
     is_signed_manifest,
     read_title,
 )
+from node.manifests.tables import manifest_references, received_manifests
 from node.signatures import load_trust
 from node.signatures.references import referenced_uids
 from node.storage import audit
 from node.storage.archive import Archive, StoreOutcome, StoreResult
 from node.storage.audit import AuditEvent
-from node.storage.database import instances, manifest_references, received_manifests
+from node.storage.database import instances
 from node.storage.files import write_atomic
 from node.storage.index import find_instance
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -11,7 +12,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from node.storage.database import (
     duplicates,
     instances,
-    mpps_expected,
     patients,
     series,
     studies,
@@ -143,15 +143,32 @@ def find_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None
     return InstanceRow(*row) if row else None
 
 
-def instances_listed_by(conn: Connection, mpps_uid: str) -> list[InstanceRow]:
-    """The archived instances among those an MPPS lists, by series then UID."""
-    listed = select(mpps_expected.c.sop_instance_uid).where(mpps_expected.c.mpps_uid == mpps_uid)
-    rows = conn.execute(
-        _instance_query()
-        .where(instances.c.sop_instance_uid.in_(listed))
-        .order_by(instances.c.series_uid, instances.c.sop_instance_uid)
-    )
-    return [InstanceRow(*r) for r in rows]
+# UIDs per IN (...) list: well below SQLite's bound on the parameters of one statement.
+_IN_CHUNK = 5000
+
+
+def _chunks(uids: Iterable[str]) -> Iterable[list[str]]:
+    wanted = sorted(set(uids))
+    for start in range(0, len(wanted), _IN_CHUNK):
+        yield wanted[start : start + _IN_CHUNK]
+
+
+def instances_by_uid(conn: Connection, uids: Iterable[str]) -> list[InstanceRow]:
+    """The archived instances among ``uids``, by series UID then SOP Instance UID."""
+    found: list[InstanceRow] = []
+    for chunk in _chunks(uids):
+        rows = conn.execute(_instance_query().where(instances.c.sop_instance_uid.in_(chunk)))
+        found.extend(InstanceRow(*r) for r in rows)
+    return sorted(found, key=lambda r: (r.series_uid, r.sop_instance_uid))
+
+
+def archived_uids(conn: Connection, uids: Iterable[str]) -> set[str]:
+    """Which of ``uids`` the archive holds."""
+    found: set[str] = set()
+    for chunk in _chunks(uids):
+        query = select(instances.c.sop_instance_uid).where(instances.c.sop_instance_uid.in_(chunk))
+        found.update(conn.execute(query).scalars())
+    return found
 
 
 def study_instances(engine: Engine, study_uid: str) -> list[InstanceRow]:
@@ -197,6 +214,21 @@ def study_summaries(engine: Engine) -> list[StudySummary]:
     )
     with engine.connect() as conn:
         return [StudySummary(*r) for r in conn.execute(query)]
+
+
+def series_modality(engine: Engine, series_uid: str) -> str | None:
+    """The Modality the archive holds for a series, if it holds the series."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(series.c.modality).where(series.c.series_uid == series_uid)
+        ).scalar()
+    return str(found) if found else None
+
+
+def archived_paths(engine: Engine) -> set[str]:
+    """The archive-relative path of every indexed instance (what the census compares)."""
+    with engine.connect() as conn:
+        return {str(p) for p in conn.execute(select(instances.c.path)).scalars()}
 
 
 def totals(engine: Engine) -> dict[str, int]:

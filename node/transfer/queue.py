@@ -30,8 +30,9 @@ from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 from node.config import RetryPolicy
 from node.storage import audit
 from node.storage.audit import AuditEvent
-from node.storage.database import instances, series, transfer_items, transfers
+from node.storage.database import instances, series
 from node.storage.index import InstanceRow, instance_rows
+from node.transfer.tables import transfer_items, transfers
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -165,6 +166,16 @@ class TransferQueue:
         with self.engine.connect() as conn:
             rows = conn.execute(select(transfers).order_by(transfers.c.transfer_id)).all()
         return [_transfer(r) for r in rows]
+
+    def queued_by(self, trigger: str, partner: str) -> bool:
+        """Whether ``trigger`` already queued a transfer to ``partner`` (rules fire once)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(transfers.c.transfer_id)
+                .where(transfers.c.trigger == trigger)
+                .where(transfers.c.partner == partner)
+            ).first()
+        return found is not None
 
     def due(self, now: datetime | None = None) -> list[int]:
         """Transfers waiting for an attempt whose time has come."""

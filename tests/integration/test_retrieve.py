@@ -34,7 +34,7 @@ from node.signatures import Profile, create_key_pair, load_signer, mac_reference
 from node.signatures.purposes import SOURCE
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance
-from node.storage.database import open_database
+from node.schema import open_database
 from node.storage.files import FileStore
 from node.storage.index import find_instance
 from tests.conftest import config_dict

@@ -11,7 +11,7 @@ from node.services.custody import CustodyRecorder
 from node.storage import audit
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
-from node.storage.database import open_database
+from node.schema import open_database
 from node.storage.files import FileStore
 
 
