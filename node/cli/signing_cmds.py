@@ -19,7 +19,7 @@ from node.config import NodeConfig
 from node.errors import UsageError
 
 if TYPE_CHECKING:
-    from node.signatures.references import Lookup
+    from node.signatures.check_references import Lookup
 
 PROFILES = ("none", "base", "creator", "authorization", "sr", "sr-verification")
 CREATE_MACS = ("SHA256", "SHA384", "SHA512")
@@ -136,9 +136,9 @@ def _configured(config: NodeConfig | None) -> NodeConfig:
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    from node.signatures.check_references import directory_lookup
     from node.signatures.keys import load_trust
     from node.signatures.profiles import Profile
-    from node.signatures.references import directory_lookup
 
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
@@ -168,7 +168,7 @@ def verify_command(args: argparse.Namespace) -> int:
 def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
     """Print one line per signature (and reference), then the verdict; True when all pass."""
     from node.errors import NodeError
-    from node.signatures.references import check_document_references
+    from node.signatures.check_references import check_document_references
     from node.signatures.verify import verify_file
 
     try:

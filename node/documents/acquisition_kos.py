@@ -21,7 +21,7 @@ from node.documents.codes import SIGNED_COMPLETE_ACQUISITION_CONTENT
 from node.documents.kos import KosRequest, build_kos, patient_study_from
 from node.documents.publish import DocumentPublisher, Provenance
 from node.errors import NodeError
-from node.mpps.reads import archived_listed_by, listed_uids
+from node.mpps.reads import archived_listed_by, listed_count
 from node.signatures import load_trust
 from node.signatures.purposes import SOURCE
 from node.storage.archive import Archive
@@ -57,7 +57,7 @@ class AcquisitionKosBuilder:
         with engine.connect() as conn:
             if find_instance(conn, kos_uid) is not None:
                 return kos_uid  # built before a crash interrupted the bookkeeping
-            listed = len(listed_uids(conn, mpps_uid))
+            listed = listed_count(conn, mpps_uid)
             found = archived_listed_by(conn, mpps_uid)
         if not listed or len(found) != listed:
             raise NodeError(f"MPPS {mpps_uid}: not every listed instance is archived")

@@ -24,7 +24,6 @@ from node.mpps import reads
 from node.mpps.reads import Acquisition
 from node.mpps.tables import acquisitions, mpps_expected
 from node.storage import audit
-from node.storage.index import archived_uids
 from node.storage.prepared import Prepared, raw_cursor
 
 log = logging.getLogger("node.acquisition")
@@ -97,9 +96,7 @@ class AcquisitionTracker:
     def missing(self, mpps_uid: str) -> list[str]:
         """The listed instances not (yet) in the archive, in UID order."""
         with self.engine.connect() as conn:
-            listed = reads.listed_uids(conn, mpps_uid)
-            archived = archived_uids(conn, listed)
-        return [uid for uid in listed if uid not in archived]
+            return reads.missing_listed_by(conn, mpps_uid)
 
     def check(self, mpps_uid: str) -> str:
         """Build the KOS if every listed instance is archived; return the new state."""

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, Select, func, select
 from sqlalchemy.engine import Row
 
 from node.mpps.rules import COMPLETED
 from node.mpps.tables import acquisitions, mpps, mpps_expected
 from node.storage.header import parse_dataset
-from node.storage.index import InstanceRow, instances_by_uid
+from node.storage.index import InstanceRow, instances_by_uid, not_archived
 
 
 def encode(ds: Dataset) -> bytes:
@@ -100,19 +101,25 @@ def listed_for_study(engine: Engine, study_uid: str) -> list[ListedInstance]:
         return [ListedInstance(r[0], r[1], r[2]) for r in conn.execute(query)]
 
 
-def listed_uids(conn: Connection, mpps_uid: str) -> list[str]:
-    """The SOP Instance UIDs one step lists, in UID order."""
-    query = (
-        select(mpps_expected.c.sop_instance_uid)
-        .where(mpps_expected.c.mpps_uid == mpps_uid)
-        .order_by(mpps_expected.c.sop_instance_uid)
-    )
-    return [str(uid) for uid in conn.execute(query).scalars()]
+def listed_query(mpps_uid: str) -> Select[Any]:
+    """The SOP Instance UIDs one step lists, as a query (for node.storage.index)."""
+    return select(mpps_expected.c.sop_instance_uid).where(mpps_expected.c.mpps_uid == mpps_uid)
+
+
+def listed_count(conn: Connection, mpps_uid: str) -> int:
+    """How many instances one step lists."""
+    query = select(func.count()).where(mpps_expected.c.mpps_uid == mpps_uid)
+    return int(conn.execute(query).scalar_one())
 
 
 def archived_listed_by(conn: Connection, mpps_uid: str) -> list[InstanceRow]:
     """The archived instances among those a step lists, by series then UID."""
-    return instances_by_uid(conn, listed_uids(conn, mpps_uid))
+    return instances_by_uid(conn, listed_query(mpps_uid))
+
+
+def missing_listed_by(conn: Connection, mpps_uid: str) -> list[str]:
+    """The instances a step lists that the archive does not hold (yet), in UID order."""
+    return not_archived(conn, listed_query(mpps_uid))
 
 
 def step_counts(engine: Engine) -> list[tuple[str, int]]:

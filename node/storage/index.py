@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy import Connection, Engine, Select, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from node.storage.database import (
@@ -143,32 +142,57 @@ def find_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None
     return InstanceRow(*row) if row else None
 
 
-# UIDs per IN (...) list: well below SQLite's bound on the parameters of one statement.
-_IN_CHUNK = 5000
+# The functions below take the UIDs as a one-column query of the caller's own tables
+# (what an MPPS, a transfer or a manifest lists), so each is a single statement and
+# node.storage never names another package's table.
+UidQuery = Select[Any]
 
 
-def _chunks(uids: Iterable[str]) -> Iterable[list[str]]:
-    wanted = sorted(set(uids))
-    for start in range(0, len(wanted), _IN_CHUNK):
-        yield wanted[start : start + _IN_CHUNK]
+def instances_among(conn: Connection, uids: UidQuery) -> list[InstanceRow]:
+    """The archived instances among ``uids``, in series and instance order."""
+    return instance_rows(conn, instances.c.sop_instance_uid.in_(uids))
 
 
-def instances_by_uid(conn: Connection, uids: Iterable[str]) -> list[InstanceRow]:
+def instances_by_uid(conn: Connection, uids: UidQuery) -> list[InstanceRow]:
     """The archived instances among ``uids``, by series UID then SOP Instance UID."""
-    found: list[InstanceRow] = []
-    for chunk in _chunks(uids):
-        rows = conn.execute(_instance_query().where(instances.c.sop_instance_uid.in_(chunk)))
-        found.extend(InstanceRow(*r) for r in rows)
-    return sorted(found, key=lambda r: (r.series_uid, r.sop_instance_uid))
+    rows = conn.execute(
+        _instance_query()
+        .where(instances.c.sop_instance_uid.in_(uids))
+        .order_by(instances.c.series_uid, instances.c.sop_instance_uid)
+    )
+    return [InstanceRow(*r) for r in rows]
 
 
-def archived_uids(conn: Connection, uids: Iterable[str]) -> set[str]:
-    """Which of ``uids`` the archive holds."""
-    found: set[str] = set()
-    for chunk in _chunks(uids):
-        query = select(instances.c.sop_instance_uid).where(instances.c.sop_instance_uid.in_(chunk))
-        found.update(conn.execute(query).scalars())
-    return found
+def not_archived(conn: Connection, uids: UidQuery) -> list[str]:
+    """Those of ``uids`` the archive does not hold, in UID order."""
+    listed = uids.subquery()
+    uid = listed.c[0]
+    query = (
+        select(uid)
+        .outerjoin(instances, instances.c.sop_instance_uid == uid)
+        .where(instances.c.sop_instance_uid.is_(None))
+        .order_by(uid)
+    )
+    return [str(r[0]) for r in conn.execute(query)]
+
+
+def archived_paths_among(conn: Connection, uids: UidQuery) -> dict[str, str]:
+    """SOP Instance UID -> archive-relative path of the archived instances among ``uids``."""
+    query = select(instances.c.sop_instance_uid, instances.c.path).where(
+        instances.c.sop_instance_uid.in_(uids)
+    )
+    return {str(uid): str(path) for uid, path in conn.execute(query)}
+
+
+def study_instance_uids(conn: Connection, study_uid: str) -> list[str]:
+    """The SOP Instance UIDs of a study, in series and instance number order."""
+    query = (
+        select(instances.c.sop_instance_uid)
+        .join(series, series.c.series_uid == instances.c.series_uid)
+        .where(series.c.study_uid == study_uid)
+        .order_by(series.c.series_number, instances.c.instance_number)
+    )
+    return [str(r[0]) for r in conn.execute(query)]
 
 
 def study_instances(engine: Engine, study_uid: str) -> list[InstanceRow]:
