@@ -49,7 +49,7 @@ class StepOrigin:
 
 @dataclass(frozen=True, slots=True)
 class ListedInstance:
-    """One instance a COMPLETED step lists (Performed Series Sequence, PS3.4 F.7.2)."""
+    """One instance a COMPLETED step lists (Performed Series Sequence, PS3.4 Table F.7.2-1)."""
 
     sop_instance_uid: str
     sop_class_uid: str
