@@ -28,6 +28,7 @@ from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
 from node.mpps.workflow import AcquisitionWorkflow
 from node.net.tls import server_context
+from node.schema import open_database
 from node.scu.associate import set_nodelay
 from node.services.associations import AssociationRegistry
 from node.services.contexts import (
@@ -46,7 +47,6 @@ from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
 from node.services.server import NodeServer
 from node.services.store import StoreService
 from node.storage.archive import Archive
-from node.storage.database import open_database
 from node.storage.files import FileStore
 from node.storage.recovery import recover
 from node.transfer.queue import TransferQueue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from node.cli.common import (
     EXIT_FAILED,
@@ -15,9 +15,8 @@ from node.cli.common import (
     load,
     no_database,
 )
-from node.mpps.acquisition import AcquisitionTracker
+from node.mpps import reads as mpps_reads
 from node.storage import audit, index
-from node.storage.database import instances, mpps
 from node.storage.recovery import census
 
 
@@ -69,9 +68,7 @@ def run_status(args: argparse.Namespace) -> int:
     chain = audit.verify_chain(engine)
     print("holds       " + ", ".join(f"{n} {k}" for k, n in counts.items() if k != "duplicates"))
     print(f"duplicates  {counts['duplicates']} conflicting copies kept aside")
-    with engine.connect() as conn:
-        paths = set(conn.execute(select(instances.c.path)).scalars())
-    disk = census(config.storage.archive, paths)
+    disk = census(config.storage.archive, index.archived_paths(engine))
     print(
         f"on disk     {disk.instance_files} instance files ({disk.unindexed} without index "
         f"row, {disk.missing} rows without file), {disk.quarantined} quarantined, "
@@ -123,11 +120,10 @@ def _print_manifests(engine: Engine) -> None:
 
 def _print_procedures(engine: Engine) -> None:
     """MPPS states, then each acquisition wait: KOS built, waiting, incomplete (missing)."""
-    with engine.connect() as conn:
-        steps = conn.execute(select(mpps.c.status, func.count()).group_by(mpps.c.status)).all()
+    steps = mpps_reads.step_counts(engine)
     if steps:
         print("mpps        " + ", ".join(f"{n} {status}" for status, n in steps))
-    for acq in AcquisitionTracker(engine, _no_builder).all():
+    for acq in mpps_reads.all_acquisitions(engine):
         line = f"acquisition {acq.mpps_uid}: {acq.state}"
         if acq.state == "kos-built":
             line += f", KOS {acq.kos_uid}"
@@ -138,10 +134,6 @@ def _print_procedures(engine: Engine) -> None:
         if acq.detail:
             line += f" ({acq.detail})"
         print(line)
-
-
-def _no_builder(mpps_uid: str) -> str:
-    raise RuntimeError("status does not build documents")
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:

@@ -84,7 +84,7 @@ def existing_database(config: NodeConfig) -> Engine | None:
     Looking must not create state: ``open_database`` would make the folder and an empty
     index, so a mistyped ``-c`` would leave a new archive behind.
     """
-    from node.storage.database import open_database
+    from node.schema import open_database
 
     url = config.storage.database
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():

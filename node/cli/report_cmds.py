@@ -50,23 +50,26 @@ def register(sub: Any) -> None:
     verify.set_defaults(func=verify_command)
 
 
-def _reporting(args: argparse.Namespace) -> Any:
+def _desk(args: argparse.Namespace) -> Any:
     from node.app import open_archive
-    from node.documents.reporting import Reporting
+    from node.reports.desk import ReportDesk
 
     config = load(args)
-    return Reporting(config, open_archive(config))
+    return ReportDesk(config, open_archive(config))
 
 
 def create_command(args: argparse.Namespace) -> int:
     from node.documents.codes import DIAGNOSTIC_IMAGING_REPORT
     from node.documents.report import document_title
     from node.documents.transcription import read_transcription
+    from node.reports.create import create_report
+    from node.reports.sign import sign_report
 
     title = document_title(args.title) if args.title else DIAGNOSTIC_IMAGING_REPORT
     text = read_transcription(args.text)
-    reporting = _reporting(args)
-    draft = reporting.create(
+    desk = _desk(args)
+    draft = create_report(
+        desk,
         args.study_uid,
         text,
         title=title,
@@ -80,25 +83,27 @@ def create_command(args: argparse.Namespace) -> int:
     for note in draft.notes:
         print(f"note: {note}")
     if args.sign:
-        _print_stored(reporting.sign(str(draft.path)), "signed and archived")
+        _print_stored(sign_report(desk, str(draft.path)), "signed and archived")
     else:
         print(f"next: dicom-node report sign {draft.path}")
     return EXIT_OK
 
 
 def sign_command(args: argparse.Namespace) -> int:
+    from node.reports.sign import sign_report
     from node.signatures.purposes import purpose
 
-    stored = _reporting(args).sign(args.report, purpose=purpose(args.purpose), by=args.by)
+    stored = sign_report(_desk(args), args.report, purpose=purpose(args.purpose), by=args.by)
     _print_stored(stored, "signed and archived")
     return EXIT_OK
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    from node.reports.verify import verify_report
     from node.signatures.purposes import PURPOSES, VERIFICATION
 
     chosen = VERIFICATION if args.purpose == "verification" else PURPOSES[5]
-    stored = _reporting(args).verify(args.report, by=args.by, purpose=chosen, out=args.out)
+    stored = verify_report(_desk(args), args.report, by=args.by, purpose=chosen, out=args.out)
     _print_stored(stored, "verified and archived")
     print(f"equivalent CDA: {stored.cda_path}")
     return EXIT_OK

@@ -19,7 +19,7 @@ from node.config import NodeConfig
 from node.errors import UsageError
 
 if TYPE_CHECKING:
-    from node.signatures.references import Lookup
+    from node.signatures.check_references import Lookup
 
 PROFILES = ("none", "base", "creator", "authorization", "sr", "sr-verification")
 CREATE_MACS = ("SHA256", "SHA384", "SHA512")
@@ -136,9 +136,9 @@ def _configured(config: NodeConfig | None) -> NodeConfig:
 
 
 def verify_command(args: argparse.Namespace) -> int:
+    from node.signatures.check_references import directory_lookup
     from node.signatures.keys import load_trust
     from node.signatures.profiles import Profile
-    from node.signatures.references import directory_lookup
 
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
@@ -168,7 +168,7 @@ def verify_command(args: argparse.Namespace) -> int:
 def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
     """Print one line per signature (and reference), then the verdict; True when all pass."""
     from node.errors import NodeError
-    from node.signatures.references import check_document_references
+    from node.signatures.check_references import check_document_references
     from node.signatures.verify import verify_file
 
     try:
@@ -212,7 +212,7 @@ def verify_one(path: Path, trust: list[Any], profile: Any, lookup: Any) -> bool:
 
 def archive_lookup(config: NodeConfig) -> Lookup | None:
     """Find referenced instances in the node's archive by SOP Instance UID (or None)."""
-    from node.storage.database import open_database
+    from node.schema import open_database
     from node.storage.files import FileStore
     from node.storage.index import find_instance
 

@@ -16,18 +16,16 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sqlalchemy import func, select
-
 from node.config import NodeConfig
 from node.documents.codes import SIGNED_COMPLETE_ACQUISITION_CONTENT
 from node.documents.kos import KosRequest, build_kos, patient_study_from
 from node.documents.publish import DocumentPublisher, Provenance
 from node.errors import NodeError
+from node.mpps.reads import archived_listed_by, listed_count
 from node.signatures import load_trust
 from node.signatures.purposes import SOURCE
 from node.storage.archive import Archive
-from node.storage.database import mpps_expected
-from node.storage.index import find_instance, instances_listed_by
+from node.storage.index import find_instance
 
 log = logging.getLogger("node.acquisition")
 
@@ -59,10 +57,8 @@ class AcquisitionKosBuilder:
         with engine.connect() as conn:
             if find_instance(conn, kos_uid) is not None:
                 return kos_uid  # built before a crash interrupted the bookkeeping
-            listed = conn.execute(
-                select(func.count()).where(mpps_expected.c.mpps_uid == mpps_uid)
-            ).scalar_one()
-            found = instances_listed_by(conn, mpps_uid)
+            listed = listed_count(conn, mpps_uid)
+            found = archived_listed_by(conn, mpps_uid)
         if not listed or len(found) != listed:
             raise NodeError(f"MPPS {mpps_uid}: not every listed instance is archived")
         references = self.publisher.references(found, load_trust(self.config.trust))

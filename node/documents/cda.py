@@ -13,10 +13,8 @@ Number).
 The XML is built with :mod:`xml.etree.ElementTree` (text and attributes escaped by the
 library) and written as UTF-8 with an XML declaration.
 
-Links follow current WADO-URI (PS3.18 9.1.2) where it is stricter than Table X.3-1:
-``frameNumber`` takes one frame, so a multi-frame reference gets one link per frame; a
-presentation state excludes ``frameNumber``, so a reference with both keeps the
-presentation state. Icons (X.3.4) are not embedded.
+The key-image links are WADO-URI (PS3.18 9.1.2), made by :mod:`node.documents.wado_links`.
+Icons (X.3.4) are not embedded.
 """
 
 from __future__ import annotations
@@ -28,10 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
-from urllib.parse import urlencode
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.sr._concepts_dict import concepts
 from pydicom.sr.coding import Code
@@ -41,6 +37,7 @@ from pydicom.valuerep import PersonName
 from node.documents.codes import DICOM_OBJECT_CATALOG, KEY_IMAGES
 from node.documents.report import equivalent_cda_uid, image_items
 from node.documents.sr_common import code_of, concept_of, evidence_references
+from node.documents.wado_links import Located, image_links, wado_url
 from node.storage.files import write_atomic
 
 HL7 = "urn:hl7-org:v3"
@@ -57,12 +54,6 @@ GENDER = "2.16.840.1.113883.5.1"
 STUDY_CODE = ("113014", "DICOM Study")  # Table X.3-2
 SERIES_CODE = ("113015", "DICOM Series")  # Table X.3-3
 MODALITY_CODE = ("121139", "Modality")  # Table X.3-4
-# SOP class names of multi-frame image IODs (Table X.3-1 asks for video/mpeg).
-MULTI_FRAME_WORDS = (
-    "Multi-frame", "Enhanced", "Video", "Nuclear Medicine", "X-Ray Angiographic",
-    "X-Ray Radiofluoroscopic", "Tomosynthesis", "Whole Slide", "Ophthalmic Tomography",
-    "Segmentation", "Parametric Map", "Volume",
-)  # fmt: skip
 _ROOTS = uuid.UUID("0f1b6c8e-3f7a-4d0e-9a51-6a8d2f0c4e17")
 
 
@@ -77,63 +68,9 @@ class CdaContext:
     replaces: str | None = None  # id of the CDA this one replaces (the predecessor's)
 
 
-@dataclass(frozen=True, slots=True)
-class Located:
-    """Where an instance sits (from the SR's evidence sequences)."""
-
-    study_uid: str
-    series_uid: str
-    sop_class_uid: str
-
-
 def local_root(kind: str, name: str) -> str:
     """A stable OID (UUID-derived, PS3.5 B.2) for identifiers that come without one."""
     return f"2.25.{uuid.uuid5(_ROOTS, f'{kind}:{name}').int}"
-
-
-def wado_url(base: str, study: str, series: str, obj: str, *extra: tuple[str, str]) -> str:
-    """A WADO-URI (PS3.18 9.1.2) built from the configured base URL."""
-    pairs = [("requestType", "WADO"), ("studyUID", study), ("seriesUID", series)]
-    query = urlencode([*pairs, ("objectUID", obj), *extra], safe="/")
-    return f"{base}{'&' if '?' in base else '?'}{query}"
-
-
-def is_multi_frame(sop_class_uid: str) -> bool:
-    name = UID(sop_class_uid).name
-    return any(word in name for word in MULTI_FRAME_WORDS)
-
-
-def image_links(item: Dataset, base: str, where: Callable[[str], Located]) -> list[str]:
-    """The WADO-URI links of one IMAGE content item (PS3.17 Table X.3-1)."""
-    links = []
-    for sop in item.get("ReferencedSOPSequence") or []:
-        uid = str(sop.ReferencedSOPInstanceUID)
-        place = where(uid)
-        extra: list[tuple[str, str]] = []
-        states = sop.get("ReferencedSOPSequence") or []
-        if states:
-            state = str(states[0].ReferencedSOPInstanceUID)
-            extra += [
-                ("presentationUID", state),
-                ("presentationSeriesUID", where(state).series_uid),
-            ]
-        if is_multi_frame(str(sop.ReferencedSOPClassUID)):
-            extra.append(("contentType", "video/mpeg"))
-        frames: list[list[tuple[str, str]]] = [[]]
-        if not states and _frames(sop):
-            frames = [[("frameNumber", str(frame))] for frame in _frames(sop)]
-        for frame in frames:
-            links.append(wado_url(base, place.study_uid, place.series_uid, uid, *frame, *extra))
-    return links
-
-
-def _frames(sop: Dataset) -> list[int]:
-    value = sop.get("ReferencedFrameNumber")
-    if value is None or value == "":
-        return []
-    if isinstance(value, MultiValue | list | tuple):
-        return [int(v) for v in value]
-    return [int(value)]
 
 
 class _Builder:

@@ -5,8 +5,7 @@ One pipeline for every signed document the node makes itself (PS3.17 Annex W): t
 not by the node) use its second half, :func:`archive_document`. Order: sign (PS3.15
 C.1, SR profile), store the signed bytes through the archive's one durable write path as
 a received instance whose custody names the builder, append the custody event, then
-write the ``.dcm.sig`` sidecar (the ``.dcm.sig`` format of the README) over the
-stored file.
+write the node's ``.dcm.sig`` sidecar (:mod:`node.integrity`) over the stored file.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 content of each "For Report Attachment" KOS; :func:`verified_report` makes the verified
 report, which is a new SOP instance (PS3.4 Annex O: the node creates a new SOP Instance
 UID when an SR document is verified) naming its predecessor in the Predecessor Documents
-Sequence (PS3.3 C.17.2). Both are pure: finding, signing and storing are in
-:mod:`node.documents.reporting`.
+Sequence (PS3.3 C.17.2). Both are pure: finding, signing and storing are the use cases
+of :mod:`node.reports`.
 
 The SR and its equivalent HL7 CDA document point at each other (X.4.2): the SR names the
 CDA in the HL7 Structured Document Reference Sequence (0040,A390) and in a Referenced
@@ -113,6 +113,14 @@ class ReportRequest:
     instance_number: int = 1
     series_number: int = SERIES_NUMBER
     content_time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def is_report(ds: Dataset) -> bool:
+    """A TID 2005 Basic Text SR (what :func:`build_report` makes)."""
+    templates = ds.get("ContentTemplateSequence") or []
+    return str(ds.get("SOPClassUID", "")) == BasicTextSRStorage and any(
+        str(t.get("TemplateIdentifier", "")) == TEMPLATE for t in templates
+    )
 
 
 def document_title(key: str) -> Code:

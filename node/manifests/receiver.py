@@ -34,14 +34,14 @@ from node.manifests.check import (
     is_signed_manifest,
     read_title,
 )
+from node.manifests.tables import manifest_references, received_manifests
 from node.signatures import load_trust
-from node.signatures.references import referenced_uids
+from node.signatures.check_references import referenced_uids
 from node.storage import audit
 from node.storage.archive import Archive, StoreOutcome, StoreResult
 from node.storage.audit import AuditEvent
-from node.storage.database import instances, manifest_references, received_manifests
 from node.storage.files import write_atomic
-from node.storage.index import find_instance
+from node.storage.index import archived_paths_among, find_instance
 
 log = logging.getLogger("node.manifests")
 
@@ -214,12 +214,8 @@ class ManifestReceiver:
             manifest_references.c.manifest_uid == manifest_uid
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(instances.c.sop_instance_uid, instances.c.path).where(
-                    instances.c.sop_instance_uid.in_(listed)
-                )
-            ).all()
-        paths = {uid: self.archive.files.path(path) for uid, path in rows}
+            rows = archived_paths_among(conn, listed)
+        paths = {uid: self.archive.files.path(path) for uid, path in rows.items()}
         return paths.get
 
     def _refresh_waiting(self) -> None:

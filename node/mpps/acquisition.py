@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import Engine, and_, bindparam, or_, select, update
 
+from node.mpps import reads
+from node.mpps.reads import Acquisition
+from node.mpps.tables import acquisitions, mpps_expected
 from node.storage import audit
-from node.storage.database import acquisitions, instances, mpps_expected
 from node.storage.prepared import Prepared, raw_cursor
 
 log = logging.getLogger("node.acquisition")
@@ -44,17 +44,6 @@ class AcquisitionEvent:
 
 # Builds and stores the KOS for an MPPS; returns the KOS SOP Instance UID.
 KosBuilder = Callable[[str], str]
-
-
-@dataclass(frozen=True, slots=True)
-class Acquisition:
-    mpps_uid: str
-    state: str
-    study_uid: str
-    deadline: datetime
-    kos_uid: str | None
-    missing: list[str]
-    detail: str
 
 
 class AcquisitionTracker:
@@ -83,16 +72,10 @@ class AcquisitionTracker:
         )
 
     def get(self, mpps_uid: str) -> Acquisition | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(acquisitions).where(acquisitions.c.mpps_uid == mpps_uid)
-            ).first()
-        return _acquisition(row) if row else None
+        return reads.acquisition(self.engine, mpps_uid)
 
     def all(self) -> list[Acquisition]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(acquisitions).order_by(acquisitions.c.updated_at))
-            return [_acquisition(r) for r in rows]
+        return reads.all_acquisitions(self.engine)
 
     def open_waits(self) -> list[Acquisition]:
         """Acquisitions still to decide: rebuilt into scheduler jobs at start."""
@@ -111,15 +94,9 @@ class AcquisitionTracker:
         return self.open_waits()
 
     def missing(self, mpps_uid: str) -> list[str]:
-        query = (
-            select(mpps_expected.c.sop_instance_uid)
-            .outerjoin(instances, instances.c.sop_instance_uid == mpps_expected.c.sop_instance_uid)
-            .where(mpps_expected.c.mpps_uid == mpps_uid)
-            .where(instances.c.sop_instance_uid.is_(None))
-            .order_by(mpps_expected.c.sop_instance_uid)
-        )
+        """The listed instances not (yet) in the archive, in UID order."""
         with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(query)]
+            return reads.missing_listed_by(conn, mpps_uid)
 
     def check(self, mpps_uid: str) -> str:
         """Build the KOS if every listed instance is archived; return the new state."""
@@ -238,16 +215,3 @@ class AcquisitionTracker:
                 )
             )
             audit.append(conn, event, study_uid=acq.study_uid, details=details)
-
-
-def _acquisition(row: object) -> Acquisition:
-    r = row._mapping  # type: ignore[attr-defined]
-    return Acquisition(
-        mpps_uid=r["mpps_uid"],
-        state=r["state"],
-        study_uid=r["study_uid"],
-        deadline=datetime.fromisoformat(r["deadline"]),
-        kos_uid=r["kos_uid"],
-        missing=json.loads(r["missing"] or "[]"),
-        detail=r["detail"] or "",
-    )

@@ -8,16 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import Connection, Engine, select, update
 
 from node.mpps import rules
+from node.mpps.reads import decode, encode
 from node.mpps.rules import MppsRefused, Problem
+from node.mpps.tables import acquisitions, mpps, mpps_expected
 from node.storage import audit
-from node.storage.database import acquisitions, mpps, mpps_expected
-from node.storage.header import parse_dataset
 
 
 class MppsEvent:
@@ -25,18 +22,6 @@ class MppsEvent:
     UPDATED = "mpps-updated"
     COMPLETED = "mpps-completed"
     DISCONTINUED = "mpps-discontinued"
-
-
-def encode(ds: Dataset) -> bytes:
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = False
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
-def decode(data: bytes) -> Dataset:
-    return parse_dataset(data, ExplicitVRLittleEndian, stop_before_pixels=False)
 
 
 @dataclass(frozen=True, slots=True)

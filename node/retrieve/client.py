@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from node.config import NodeConfig, RemoteAE, Role
 from node.errors import NodeError, OperationFailed, UsageError
 from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
@@ -40,7 +38,6 @@ from node.signatures import load_trust
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult
 from node.storage.audit import AuditEvent
-from node.storage.database import audit_log
 from node.storage.index import find_instance
 from node.storage.uids import is_valid_uid
 
@@ -101,7 +98,7 @@ def retrieve(
     else:
         _check_serving(config, source, report)
         found = _enumerate_for_move(config, source, work, report)
-        head = _audit_head(archive)
+        head = audit.head_seq(archive.engine)
         statuses = scu.move(config, source, work, config.node.ae_title)
         arrived = _ours(_arrived_since(archive, head, {r.study_uid for r in work}), work, found)
         errors = {}
@@ -257,11 +254,6 @@ class _Receiver:
         return Status.SUCCESS, None
 
 
-def _audit_head(archive: Archive) -> int:
-    with archive.engine.connect() as conn:
-        return int(conn.execute(select(func.max(audit_log.c.seq))).scalar() or 0)
-
-
 _ARRIVAL_EVENTS = {
     AuditEvent.INSTANCE_STORED: Outcome.STORED,
     AuditEvent.DUPLICATE_IDENTICAL: Outcome.DUPLICATE,
@@ -272,21 +264,19 @@ _ARRIVAL_EVENTS = {
 def _arrived_since(archive: Archive, head: int, studies: Iterable[str]) -> dict[str, _Arrived]:
     """Instances the serving node took in for these studies after audit record ``head``."""
     arrived: dict[str, _Arrived] = {}
-    for study_uid in studies:
-        for rec in audit.records(archive.engine, study_uid=study_uid):
-            outcome = _ARRIVAL_EVENTS.get(rec.event)
-            if rec.seq <= head or outcome is None or rec.sop_instance_uid is None:
-                continue
-            with archive.engine.connect() as conn:
-                row = find_instance(conn, rec.sop_instance_uid)
-            if row is None:
-                continue
-            conflict = rec.event == AuditEvent.DUPLICATE_CONFLICT
-            relpath = rec.details.get("path") if conflict else row.path
-            path = archive.files.path(relpath) if relpath else None
-            arrived[rec.sop_instance_uid] = _Arrived(
-                row.study_uid, row.series_uid, outcome, path, conflict
-            )
+    for rec in audit.arrivals_since(archive.engine, head, studies):
+        outcome = _ARRIVAL_EVENTS[rec.event]
+        assert rec.sop_instance_uid is not None  # arrivals_since names the instance
+        with archive.engine.connect() as conn:
+            row = find_instance(conn, rec.sop_instance_uid)
+        if row is None:
+            continue
+        conflict = rec.event == AuditEvent.DUPLICATE_CONFLICT
+        relpath = rec.details.get("path") if conflict else row.path
+        path = archive.files.path(relpath) if relpath else None
+        arrived[rec.sop_instance_uid] = _Arrived(
+            row.study_uid, row.series_uid, outcome, path, conflict
+        )
     return arrived
 
 

@@ -3,6 +3,12 @@
 Imports nothing from pynetdicom: signatures are about stored bytes, not the network.
 """
 
+from node.signatures.check_references import (
+    ReferenceCheck,
+    check_document_references,
+    check_reference,
+    directory_lookup,
+)
 from node.signatures.keys import (
     Signer,
     create_key_pair,
@@ -15,10 +21,6 @@ from node.signatures.keys import (
 from node.signatures.profiles import Profile
 from node.signatures.purposes import PURPOSES, Purpose, purpose
 from node.signatures.references import (
-    ReferenceCheck,
-    check_document_references,
-    check_reference,
-    directory_lookup,
     mac_reference,
     reference_stream,
     secure_references,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from node.storage.database import audit_log
 from node.storage.prepared import Prepared
@@ -226,6 +226,39 @@ def records(engine: Engine, *, study_uid: str | None = None) -> list[AuditRecord
     """All records, or those of one study, in order."""
     with engine.connect() as conn:
         where = audit_log.c.study_uid == study_uid if study_uid else None
+        return list(_rows(conn, where))
+
+
+def head_seq(engine: Engine) -> int:
+    """The sequence number of the last record (0 for an empty log)."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.max(audit_log.c.seq))).scalar() or 0)
+
+
+# The records of an instance taken in: stored, or a duplicate of one already archived.
+ARRIVAL_EVENTS = (
+    AuditEvent.INSTANCE_STORED,
+    AuditEvent.DUPLICATE_IDENTICAL,
+    AuditEvent.DUPLICATE_CONFLICT,
+)
+
+
+def arrivals_since(engine: Engine, seq: int, study_uids: Iterable[str]) -> list[AuditRecord]:
+    """Instances of these studies taken in after record ``seq``, in order.
+
+    What a C-MOVE requester learns of the instances the serving node received for it
+    (PS3.4 C.4.2: they arrive on the node's own Storage SCP, not on the requesting
+    association)."""
+    studies = sorted(set(study_uids))
+    if not studies:
+        return []
+    where = and_(
+        audit_log.c.seq > seq,
+        audit_log.c.event.in_(ARRIVAL_EVENTS),
+        audit_log.c.study_uid.in_(studies),
+        audit_log.c.sop_instance_uid.is_not(None),
+    )
+    with engine.connect() as conn:
         return list(_rows(conn, where))
 
 

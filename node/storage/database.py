@@ -1,4 +1,15 @@
-"""The index database: tables and an engine that works for SQLite and PostgreSQL.
+"""The index database: the one MetaData, the archive and audit tables, and an engine
+that works for SQLite and PostgreSQL.
+
+Each table has one owner package, which alone reads and writes it and gives others the
+answers they need as functions: the archive hierarchy (patients, studies, series,
+instances, duplicates) and the audit log belong to node.storage and are defined here;
+node.mpps (``mpps/tables.py``), node.transfer (``transfer/tables.py``) and
+node.manifests (``manifests/tables.py``) define theirs on this module's ``metadata``.
+Storage sits below those packages, so it cannot import their tables: ``open_database``
+creates whatever is registered on ``metadata``, and :mod:`node.schema` (above the
+owners) imports every owner's table module first. Open the database through
+:func:`node.schema.open_database`.
 
 The schema is SQLAlchemy Core, so a ``postgresql://`` URL can replace the embedded
 SQLite file. With SQLite, every transaction starts with ``BEGIN IMMEDIATE`` so that
@@ -22,7 +33,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -114,109 +124,6 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_audit_study", "study_uid"),
     Index("ix_audit_instance", "sop_instance_uid"),
-)
-
-mpps = Table(
-    "mpps",
-    metadata,
-    Column("mpps_uid", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),
-    Column("study_uid", String(64)),
-    Column("calling_ae", String(16), nullable=False),
-    Column("attributes", LargeBinary, nullable=False),  # Explicit VR LE data set
-    Column("created_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
-)
-
-# What a COMPLETED MPPS lists, and the wait for it (PS3.17 Annex W case 1).
-mpps_expected = Table(
-    "mpps_expected",
-    metadata,
-    Column("mpps_uid", String(64), ForeignKey("mpps.mpps_uid"), primary_key=True),
-    Column("sop_instance_uid", String(64), primary_key=True),
-    Column("sop_class_uid", String(64), nullable=False),
-    Column("series_uid", String(64), nullable=False),
-    Index("ix_mpps_expected_instance", "sop_instance_uid"),
-    Index("ix_mpps_expected_series", "series_uid"),
-)
-
-acquisitions = Table(
-    "acquisitions",
-    metadata,
-    Column("mpps_uid", String(64), ForeignKey("mpps.mpps_uid"), primary_key=True),
-    # waiting -> building -> kos-built; waiting -> incomplete (timeout); failed (retried)
-    Column("state", String(16), nullable=False),
-    Column("study_uid", String(64), nullable=False),
-    Column("deadline", String(40), nullable=False),
-    Column("kos_uid", String(64)),
-    Column("missing", Text, nullable=False, default="[]"),
-    Column("detail", Text, nullable=False, default=""),
-    Column("updated_at", String(40), nullable=False),
-)
-
-# Outgoing transfers to partners (PS3.17 Annex W case 2). The state lives here, not in
-# the scheduler, so a transfer survives restarts; see node.transfer.queue for the states.
-transfers = Table(
-    "transfers",
-    metadata,
-    Column("transfer_id", Integer, primary_key=True, autoincrement=True),
-    Column("study_uid", String(64), nullable=False),
-    Column("partner", String(64), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("trigger", String(200), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", String(40), nullable=False),
-    Column("last_error", Text, nullable=False, default=""),
-    Column("manifest_uid", String(64)),
-    Column("queued_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
-    Index("ix_transfers_state", "state"),
-)
-
-# One row per instance of a transfer: pending, sent (Success or Warning) or refused.
-transfer_items = Table(
-    "transfer_items",
-    metadata,
-    Column("transfer_id", Integer, ForeignKey("transfers.transfer_id"), primary_key=True),
-    Column("sop_instance_uid", String(64), primary_key=True),
-    Column("state", String(16), nullable=False),
-    Column("status", Integer),
-    Column("detail", Text, nullable=False, default=""),
-)
-
-# Received "Signed Manifest" KOS documents and the result of checking them.
-received_manifests = Table(
-    "received_manifests",
-    metadata,
-    Column("manifest_uid", String(64), primary_key=True),
-    Column("study_uid", String(64), nullable=False),
-    Column("calling_ae", String(16), nullable=False),
-    # waiting (instances missing, before the deadline) -> verified | incomplete | altered
-    # | untrusted
-    Column("state", String(16), nullable=False),
-    Column("deadline", String(40), nullable=False),
-    Column("signer", Text, nullable=False, default=""),
-    Column("referenced", Integer, nullable=False, default=0),
-    Column("missing", Text, nullable=False, default="[]"),
-    Column("altered", Text, nullable=False, default="[]"),
-    Column("detail", Text, nullable=False, default=""),
-    Column("report", Text, nullable=False, default=""),
-    Column("received_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
-)
-
-# Which instances each received manifest lists: a stored instance finds its manifests here.
-manifest_references = Table(
-    "manifest_references",
-    metadata,
-    Column(
-        "manifest_uid",
-        String(64),
-        ForeignKey("received_manifests.manifest_uid"),
-        primary_key=True,
-    ),
-    Column("sop_instance_uid", String(64), primary_key=True),
-    Index("ix_manifest_references_instance", "sop_instance_uid"),
 )
 
 # The audit log is append-only: the database refuses edits and deletions. Someone with

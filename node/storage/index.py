@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func, select
+from sqlalchemy import Connection, Engine, Select, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from node.storage.database import (
     duplicates,
     instances,
-    mpps_expected,
     patients,
     series,
     studies,
@@ -143,15 +142,57 @@ def find_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None
     return InstanceRow(*row) if row else None
 
 
-def instances_listed_by(conn: Connection, mpps_uid: str) -> list[InstanceRow]:
-    """The archived instances among those an MPPS lists, by series then UID."""
-    listed = select(mpps_expected.c.sop_instance_uid).where(mpps_expected.c.mpps_uid == mpps_uid)
+# The functions below take the UIDs as a one-column query of the caller's own tables
+# (what an MPPS, a transfer or a manifest lists), so each is a single statement and
+# node.storage never names another package's table.
+UidQuery = Select[Any]
+
+
+def instances_among(conn: Connection, uids: UidQuery) -> list[InstanceRow]:
+    """The archived instances among ``uids``, in series and instance order."""
+    return instance_rows(conn, instances.c.sop_instance_uid.in_(uids))
+
+
+def instances_by_uid(conn: Connection, uids: UidQuery) -> list[InstanceRow]:
+    """The archived instances among ``uids``, by series UID then SOP Instance UID."""
     rows = conn.execute(
         _instance_query()
-        .where(instances.c.sop_instance_uid.in_(listed))
+        .where(instances.c.sop_instance_uid.in_(uids))
         .order_by(instances.c.series_uid, instances.c.sop_instance_uid)
     )
     return [InstanceRow(*r) for r in rows]
+
+
+def not_archived(conn: Connection, uids: UidQuery) -> list[str]:
+    """Those of ``uids`` the archive does not hold, in UID order."""
+    listed = uids.subquery()
+    uid = listed.c[0]
+    query = (
+        select(uid)
+        .outerjoin(instances, instances.c.sop_instance_uid == uid)
+        .where(instances.c.sop_instance_uid.is_(None))
+        .order_by(uid)
+    )
+    return [str(r[0]) for r in conn.execute(query)]
+
+
+def archived_paths_among(conn: Connection, uids: UidQuery) -> dict[str, str]:
+    """SOP Instance UID -> archive-relative path of the archived instances among ``uids``."""
+    query = select(instances.c.sop_instance_uid, instances.c.path).where(
+        instances.c.sop_instance_uid.in_(uids)
+    )
+    return {str(uid): str(path) for uid, path in conn.execute(query)}
+
+
+def study_instance_uids(conn: Connection, study_uid: str) -> list[str]:
+    """The SOP Instance UIDs of a study, in series and instance number order."""
+    query = (
+        select(instances.c.sop_instance_uid)
+        .join(series, series.c.series_uid == instances.c.series_uid)
+        .where(series.c.study_uid == study_uid)
+        .order_by(series.c.series_number, instances.c.instance_number)
+    )
+    return [str(r[0]) for r in conn.execute(query)]
 
 
 def study_instances(engine: Engine, study_uid: str) -> list[InstanceRow]:
@@ -197,6 +238,21 @@ def study_summaries(engine: Engine) -> list[StudySummary]:
     )
     with engine.connect() as conn:
         return [StudySummary(*r) for r in conn.execute(query)]
+
+
+def series_modality(engine: Engine, series_uid: str) -> str | None:
+    """The Modality the archive holds for a series, if it holds the series."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(series.c.modality).where(series.c.series_uid == series_uid)
+        ).scalar()
+    return str(found) if found else None
+
+
+def archived_paths(engine: Engine) -> set[str]:
+    """The archive-relative path of every indexed instance (what the census compares)."""
+    with engine.connect() as conn:
+        return {str(p) for p in conn.execute(select(instances.c.path)).scalars()}
 
 
 def totals(engine: Engine) -> dict[str, int]:

@@ -30,8 +30,8 @@ from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 from node.config import RetryPolicy
 from node.storage import audit
 from node.storage.audit import AuditEvent
-from node.storage.database import instances, series, transfer_items, transfers
-from node.storage.index import InstanceRow, instance_rows
+from node.storage.index import InstanceRow, instances_among, study_instance_uids
+from node.transfer.tables import transfer_items, transfers
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -106,16 +106,8 @@ class TransferQueue:
         now = audit.utc_now()
         manifests = select(transfers.c.manifest_uid).where(transfers.c.manifest_uid.is_not(None))
         with self.engine.begin() as conn:
-            uids = [
-                r[0]
-                for r in conn.execute(
-                    select(instances.c.sop_instance_uid)
-                    .join(series, series.c.series_uid == instances.c.series_uid)
-                    .where(series.c.study_uid == study_uid)
-                    .where(instances.c.sop_instance_uid.not_in(manifests))
-                    .order_by(series.c.series_number, instances.c.instance_number)
-                )
-            ]
+            ours = set(conn.execute(manifests).scalars())
+            uids = [u for u in study_instance_uids(conn, study_uid) if u not in ours]
             if not uids:
                 return 0, 0
             inserted = conn.execute(
@@ -166,6 +158,16 @@ class TransferQueue:
             rows = conn.execute(select(transfers).order_by(transfers.c.transfer_id)).all()
         return [_transfer(r) for r in rows]
 
+    def queued_by(self, trigger: str, partner: str) -> bool:
+        """Whether ``trigger`` already queued a transfer to ``partner`` (rules fire once)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(transfers.c.transfer_id)
+                .where(transfers.c.trigger == trigger)
+                .where(transfers.c.partner == partner)
+            ).first()
+        return found is not None
+
     def due(self, now: datetime | None = None) -> list[int]:
         """Transfers waiting for an attempt whose time has come."""
         stamp = (now or _now()).isoformat(timespec="microseconds")
@@ -212,7 +214,7 @@ class TransferQueue:
                     transfer_items.c.state == state,
                 )
             )
-            rows = instance_rows(conn, instances.c.sop_instance_uid.in_(wanted))
+            rows = instances_among(conn, wanted)
             all_uids = [r[0] for r in conn.execute(wanted)]
         found = {r.sop_instance_uid for r in rows}
         return rows, [u for u in all_uids if u not in found]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from node.config import NodeConfig
 from node.jobs.scheduler import Jobs
-from node.storage.database import mpps, transfers
+from node.mpps.reads import step_origin
 from node.transfer.queue import TransferQueue
 from node.transfer.sender import TransferSender
 
@@ -47,13 +45,10 @@ class TransferService:
         rules = self.config.transfers.rules  # acquisition-kos is the only trigger so far
         if not rules:
             return
-        with self.queue.engine.connect() as conn:
-            row = conn.execute(
-                select(mpps.c.study_uid, mpps.c.calling_ae).where(mpps.c.mpps_uid == mpps_uid)
-            ).first()
-        if row is None or not row[0]:
+        step = step_origin(self.queue.engine, mpps_uid)
+        if step is None or not step.study_uid:
             return
-        study_uid, calling_ae = str(row[0]), str(row[1])
+        study_uid, calling_ae = step.study_uid, step.calling_ae
         for rule in rules:
             if rule.from_ae is not None and rule.from_ae != calling_ae:
                 continue
@@ -61,7 +56,7 @@ class TransferService:
             if partner is None:
                 continue
             trigger = f"rule:{rule.when.value}:{mpps_uid}"
-            if self._already_queued(trigger, partner.name):
+            if self.queue.queued_by(trigger, partner.name):
                 continue
             transfer_id, count = self.queue.enqueue(study_uid, partner.name, trigger)
             log.info(
@@ -74,14 +69,3 @@ class TransferService:
             )
             if transfer_id:
                 self.jobs.soon(f"transfer:{transfer_id}", self.sender.run, transfer_id)
-
-    def _already_queued(self, trigger: str, partner: str) -> bool:
-        with self.queue.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(transfers.c.transfer_id)
-                    .where(transfers.c.trigger == trigger)
-                    .where(transfers.c.partner == partner)
-                ).first()
-                is not None
-            )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from node.config import parse_config
-from node.storage.database import open_database
+from node.schema import open_database
 from tests.conftest import config_dict
 from tests.helpers import ct_dataset
 from tests.integration.process import write_config

@@ -13,8 +13,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from node.config import parse_config
+from node.schema import open_database
 from node.storage import audit, index
-from node.storage.database import open_database
 from tests.conftest import config_dict
 from tests.helpers import ct_dataset, sha256
 from tests.integration.process import NodeProcess, write_config

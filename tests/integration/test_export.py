@@ -14,8 +14,8 @@ import pytest
 from node.app import Node
 from node.config import parse_config
 from node.integrity import export_study
+from node.schema import open_database
 from node.storage import audit
-from node.storage.database import open_database
 from tests.conftest import config_dict
 from tests.helpers import STUDY_UID, ct_dataset, sha256
 from tests.integration.process import write_config

@@ -36,9 +36,9 @@ from node.documents.cda import HL7, cda_links
 from node.documents.codes import FOR_REPORT_ATTACHMENT, KEY_OBJECT_DESCRIPTION
 from node.mpps.acquisition import KOS_BUILT
 from node.retrieve.wado import parse_wado_uri
+from node.schema import open_database
 from node.storage import audit
 from node.storage.archive import Archive
-from node.storage.database import open_database
 from node.storage.files import FileStore
 from node.storage.index import find_instance, study_instances
 from tests.conftest import config_dict

@@ -30,11 +30,11 @@ from node.documents.codes import SIGNED_COMPLETE_ACQUISITION_CONTENT
 from node.documents.kos import KosRequest, Reference, build_kos, patient_study_from
 from node.documents.publish import encode_explicit_le
 from node.retrieve.client import RetrieveRequest, find_series, retrieve
+from node.schema import open_database
 from node.signatures import Profile, create_key_pair, load_signer, mac_reference, sign_dataset
 from node.signatures.purposes import SOURCE
 from node.storage import audit
 from node.storage.archive import Archive, Custody, ReceivedInstance
-from node.storage.database import open_database
 from node.storage.files import FileStore
 from node.storage.index import find_instance
 from tests.conftest import config_dict

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from node.schema import open_database
 from node.storage import audit
-from node.storage.database import open_database
 
 
 @pytest.fixture

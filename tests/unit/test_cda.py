@@ -8,18 +8,10 @@ from datetime import UTC, datetime
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, EnhancedCTImageStorage
 
-from node.documents.cda import (
-    HL7,
-    CdaContext,
-    Located,
-    build_cda,
-    cda_bytes,
-    cda_links,
-    image_links,
-    wado_url,
-)
+from node.documents.cda import HL7, CdaContext, build_cda, cda_bytes, cda_links
 from node.documents.report import Observer, build_report, verified_report
 from node.documents.sr_common import Reference
+from node.documents.wado_links import Located, image_links, wado_url
 from node.retrieve.wado import parse_wado_uri
 from tests.unit.report_samples import (
     CT1,

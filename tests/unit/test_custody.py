@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import event
 
+from node.schema import open_database
 from node.services.custody import CustodyRecorder
 from node.storage import audit
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
-from node.storage.database import open_database
 from node.storage.files import FileStore
 
 

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from node.integrity.signer import ManifestKey, ManifestSigner
+from node.schema import open_database
 from node.storage import audit
 from node.storage.audit import AuditEvent, AuditRecord
-from node.storage.database import open_database
 from tests.helpers import STUDY_UID, ct_dataset, write_part10
 
 KEY_TYPES = ("rsa", "ec-p256", "ec-p384", "ed25519")

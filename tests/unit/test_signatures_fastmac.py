@@ -36,6 +36,7 @@ from pydicom.uid import (
 from node.errors import NodeError
 from node.signatures import Profile, mac_reference, purpose, rawscan, reference_stream, verify_file
 from node.signatures import sign as sign_module
+from node.signatures.check_references import check_references
 from node.signatures.dsencode import encode_explicit_le, encoded_element
 from node.signatures.encoding import (
     KNOWN_VRS,
@@ -51,11 +52,7 @@ from node.signatures.keycache import SignerCache
 from node.signatures.macstream import data_stream, select, signable_tags
 from node.signatures.padding import needs_normalising
 from node.signatures.parallel import gc_paused, map_ordered
-from node.signatures.references import (
-    check_references,
-    secure_references,
-    secure_references_many,
-)
+from node.signatures.references import secure_references, secure_references_many
 from node.signatures.sign import sign_encoded
 from node.signatures.verify import signature_stream
 from tests.unit.signature_samples import (
