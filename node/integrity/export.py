@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from node.errors import OperationFailed, UsageError
 from node.integrity import manifest as fmt
 from node.integrity.signer import ManifestSigner
 from node.storage import audit
 from node.storage.audit import AuditEvent, AuditRecord
-from node.storage.database import instances, series
+from node.storage.index import study_files_in_order
 from node.storage.uids import is_valid_uid
 
 EXPORT_SUFFIX = "_export.dcm"
@@ -89,22 +89,7 @@ class ExportResult:
 
 def study_items(engine: Engine, study_uid: str) -> list[ExportItem]:
     """The study's instances with modality and numbers, in series then instance order."""
-    query = (
-        select(
-            instances.c.sop_instance_uid,
-            series.c.study_uid,
-            instances.c.path,
-            instances.c.size,
-            instances.c.sha256,
-            series.c.modality,
-            series.c.series_number,
-            instances.c.instance_number,
-        )
-        .join(series, series.c.series_uid == instances.c.series_uid)
-        .where(series.c.study_uid == study_uid)
-    )
-    with engine.connect() as conn:
-        items = [ExportItem(*row) for row in conn.execute(query)]
+    items = [ExportItem(*row) for row in study_files_in_order(engine, study_uid)]
     # Numbers are IS strings in the index; sort them as numbers, then by UID for stability.
     return sorted(
         items,

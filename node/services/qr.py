@@ -1,7 +1,7 @@
 """Query/Retrieve SCP (PS3.4 Annex C) over the node's own archive: C-FIND, C-MOVE, C-GET.
 
 The handlers follow pynetdicom 3's generator protocol and stay thin: check the peer's
-role, read the identifier with :mod:`node.query`, map domain errors to named statuses.
+role, read the identifier with :mod:`node.storage.query`, map domain errors to named statuses.
 pynetdicom counts the sub-operations and builds every response: Pending, the final one
 with the Completed/Failed/Warning counts and the Failed SOP Instance UID List, Cancel.
 
@@ -45,16 +45,12 @@ from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as STORE_STATUSES
 
 from node.config import NodeConfig, Role
+from node.config.destinations import move_destination
 from node.errors import OperationFailed
 from node.net.contexts import QR_FIND_SOP_CLASSES, QR_GET_SOP_CLASSES, QR_MOVE_SOP_CLASSES
 from node.net.status import Status
 from node.net.statusmap import status_dataset
 from node.net.tls import client_context
-from node.query.destinations import move_destination
-from node.query.find import find
-from node.query.identifier import parse_find, parse_retrieve
-from node.query.model import IdentifierError, InformationModel
-from node.query.retrieve import instances_to_retrieve
 from node.scu.associate import set_nodelay
 from node.scu.store import NOT_NEGOTIATED, Outgoing, contexts_for, send_instance
 from node.services.associations import AssociationInfo, AssociationRegistry
@@ -62,6 +58,10 @@ from node.services.contexts import verification_context
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow
+from node.storage.query.find import find
+from node.storage.query.identifier import parse_find, parse_retrieve
+from node.storage.query.model import IdentifierError, InformationModel
+from node.storage.query.retrieve import instances_to_retrieve
 
 log = logging.getLogger("node.qr")
 

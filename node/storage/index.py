@@ -268,3 +268,24 @@ def totals(engine: Engine) -> dict[str, int]:
                 ("duplicates", duplicates),
             )
         }
+
+
+def study_files_in_order(engine: Engine, study_uid: str) -> list[tuple[Any, ...]]:
+    """The study's instances as (SOP Instance UID, Study UID, path, size, SHA-256,
+    modality, Series Number, Instance Number), in index order; the export sorts them."""
+    query = (
+        select(
+            instances.c.sop_instance_uid,
+            series.c.study_uid,
+            instances.c.path,
+            instances.c.size,
+            instances.c.sha256,
+            series.c.modality,
+            series.c.series_number,
+            instances.c.instance_number,
+        )
+        .join(series, series.c.series_uid == instances.c.series_uid)
+        .where(series.c.study_uid == study_uid)
+    )
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(query)]

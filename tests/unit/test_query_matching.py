@@ -11,14 +11,14 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Engine
 
 from node.config import parse_config
-from node.query.destinations import MoveDestination, move_destination
-from node.query.find import find
-from node.query.identifier import parse_find, parse_retrieve
-from node.query.model import IdentifierError, InformationModel
-from node.query.retrieve import instances_to_retrieve
+from node.config.destinations import MoveDestination, move_destination
 from node.storage.database import instances, open_database
 from node.storage.header import InstanceHeader
 from node.storage.index import upsert_hierarchy
+from node.storage.query.find import find
+from node.storage.query.identifier import parse_find, parse_retrieve
+from node.storage.query.model import IdentifierError, InformationModel
+from node.storage.query.retrieve import instances_to_retrieve
 
 PATIENT_ROOT = InformationModel.PATIENT_ROOT
 STUDY_ROOT = InformationModel.STUDY_ROOT

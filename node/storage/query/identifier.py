@@ -15,8 +15,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from node.query.matching import has_wildcard, is_universal
-from node.query.model import (
+from node.storage.query.matching import has_wildcard, is_universal
+from node.storage.query.model import (
     KEYS,
     NON_KEY_ATTRIBUTES,
     IdentifierError,

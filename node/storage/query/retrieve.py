@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from node.query.identifier import RetrieveQuery
-from node.query.matching import condition
-from node.query.model import Level
 from node.storage.database import instances, patients, series, studies
 from node.storage.index import InstanceRow, instance_rows
+from node.storage.query.identifier import RetrieveQuery
+from node.storage.query.matching import condition
+from node.storage.query.model import Level
 
 # The unique key of each level below the patient, as a column of the instance query.
 _COLUMNS: dict[Level, Any] = {

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_
 from sqlalchemy.sql.elements import ColumnElement
 
-from node.query.model import Match
+from node.storage.query.model import Match
 
 # Greater than every character of a DA or TM value: "hi" + this bounds all values
 # starting with "hi" (reduced-precision upper bounds).

@@ -20,10 +20,10 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Engine, exists, func, select
 from sqlalchemy.sql import Select
 
-from node.query.identifier import FindQuery
-from node.query.matching import condition
-from node.query.model import LEVEL_TABLES, Key, Level, Match
 from node.storage.database import instances, patients, series, studies
+from node.storage.query.identifier import FindQuery
+from node.storage.query.matching import condition
+from node.storage.query.model import LEVEL_TABLES, Key, Level, Match
 
 UTF8 = "ISO_IR 192"  # Specific Character Set of responses holding non-ASCII text
 _INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
