@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for scripts.*
@@ -134,8 +134,8 @@ def time_node(root: Path, node: Node, study_uid: str) -> tuple[float, float]:
     partner = Storescp(root)
     try:
         config = node.config
-        bench = replace(config.partners[0], port=partner.port)
-        sender_config = replace(config, partners=(bench,))
+        bench = config.partners[0].model_copy(update={"port": partner.port})
+        sender_config = config.model_copy(update={"partners": (bench,)})
         queue = TransferQueue(node.archive.engine)
         sender = TransferSender(sender_config, node.archive, queue, node.transfers.sender.publisher)
         transfer_id, queued = queue.enqueue(study_uid, "bench", "benchmark")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import enum
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from node.cli.common import EXIT_OK, add_config_option, load
 from node.config import NodeConfig
@@ -31,8 +31,8 @@ def mask_secrets(value: str) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Path):

@@ -1,36 +1,40 @@
-"""Configuration: the typed model and its validating YAML loader."""
+"""Configuration: the typed pydantic models and their validating YAML loader."""
 
-from node.config.load import ae_title_problem, load_config, parse_config
+from node.config.choices import ALL_ROLES, MacAlgorithm, Role, SendTrigger
+from node.config.load import load_config, parse_config
 from node.config.model import (
-    ALL_ROLES,
     AcquisitionConfig,
     ClientTLS,
     LocalNode,
-    MacAlgorithm,
+    LoggingConfig,
     ManifestsConfig,
     NodeConfig,
     Peer,
     RemoteAE,
+    ReportingConfig,
+    ReportingPerson,
     RetryPolicy,
-    Role,
     SendRule,
-    SendTrigger,
     SigningConfig,
     StorageConfig,
     TLSConfig,
     TransfersConfig,
 )
+from node.config.types import ae_title_problem
 
 __all__ = [
     "ALL_ROLES",
     "AcquisitionConfig",
     "ClientTLS",
     "LocalNode",
+    "LoggingConfig",
     "MacAlgorithm",
     "ManifestsConfig",
     "NodeConfig",
     "Peer",
     "RemoteAE",
+    "ReportingConfig",
+    "ReportingPerson",
     "RetryPolicy",
     "Role",
     "SendRule",

@@ -258,9 +258,7 @@ def test_queued_transfer_survives_a_restart(
 
 
 def _with_port(config: NodeConfig, port: int) -> NodeConfig:
-    from dataclasses import replace
-
-    return replace(config, node=replace(config.node, port=port))
+    return config.model_copy(update={"node": config.node.model_copy(update={"port": port})})
 
 
 def test_instance_altered_on_partner_side_is_reported(
