@@ -23,7 +23,6 @@ from node.documents.publish import DocumentPublisher
 from node.errors import ConfigError
 from node.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from node.jobs.scheduler import Jobs
-from node.manifests.receiver import ManifestReceiver
 from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
 from node.mpps.workflow import AcquisitionWorkflow
@@ -46,6 +45,7 @@ from node.services.pynetdicom_guard import guard_handlers, one_line_pynetdicom_e
 from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
 from node.services.server import NodeServer
 from node.services.store import StoreService
+from node.signed_manifests.receiver import SignedManifestReceiver
 from node.storage.archive import Archive
 from node.storage.files import FileStore
 from node.storage.recovery import recover
@@ -109,7 +109,7 @@ class Node:
     workflow: AcquisitionWorkflow
     jobs: Jobs
     transfers: TransferService
-    manifests: ManifestReceiver
+    manifests: SignedManifestReceiver
     ae: Any
     qr: QueryRetrieveService
     fast_path: FastStoragePath | None = None
@@ -276,7 +276,7 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
         on_built=transfers.on_kos_built,
     )
     workflow = AcquisitionWorkflow(tracker, jobs)
-    manifests = ManifestReceiver(config, archive, jobs)
+    manifests = SignedManifestReceiver(config, archive, jobs)
     # The MPPS look-up costs a query per instance, so it runs after the answer; a
     # missed trigger is harmless, as every wait is checked again at start and deadline.
     store = StoreService(

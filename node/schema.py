@@ -9,15 +9,15 @@ a command happens to use. The composition root and the CLI open the database her
 
 Owners: node.storage (patients, studies, series, instances, duplicates, audit_log),
 node.mpps (mpps, mpps_expected, acquisitions), node.transfer (transfers,
-transfer_items), node.manifests (received_manifests, manifest_references).
+transfer_items), node.signed_manifests (received_manifests, manifest_references).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Engine
 
-import node.manifests.tables
 import node.mpps.tables
+import node.signed_manifests.tables
 import node.transfer.tables  # noqa: F401  (each import registers its owner's tables)
 from node.storage import database
 

@@ -45,12 +45,12 @@ from bench_kos import archived_paths, hash_all, log, read_all, store_study
 from bench_kos import start_node as start_kos_node
 
 from node.app import Node
-from node.manifests.check import examine
 from node.signatures import load_trust
+from node.signed_manifests.check import examine
 from node.storage.index import study_instances
-from node.transfer.manifest import build_signed_manifest
 from node.transfer.queue import COMPLETED, PENDING, TransferQueue
 from node.transfer.sender import TransferSender
+from node.transfer.signed_manifest import build_signed_manifest
 
 SEND_TARGET = 0.5
 CHECK_TARGET = 3.0
@@ -156,7 +156,7 @@ def time_node(root: Path, node: Node, study_uid: str) -> tuple[float, float]:
         partner.stop()
 
 
-def build_manifest(node: Node, study_uid: str) -> tuple[Path, int]:
+def build_sidecar(node: Node, study_uid: str) -> tuple[Path, int]:
     """Build a Signed Manifest over the study (as a sender would) and return its file."""
     queue = TransferQueue(node.archive.engine)
     transfer_id, _ = queue.enqueue(study_uid, "bench", "benchmark")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             crefs = store_study(node.port, check_study, args.manifest_instances, args.manifest_size)
             cfiles = list(archived_paths(node, crefs))
             cbytes = read_all(cfiles)
-            manifest, referenced = build_manifest(node, check_study)
+            manifest, referenced = build_sidecar(node, check_study)
             trust = load_trust(node.config.trust)
 
             checks: list[tuple[float, float]] = []

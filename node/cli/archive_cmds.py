@@ -105,9 +105,9 @@ def _print_transfers(engine: Engine) -> None:
 
 def _print_manifests(engine: Engine) -> None:
     """Received Signed Manifests and their results (details: ``dicom-node manifests``)."""
-    from node.manifests.receiver import all_manifests
+    from node.signed_manifests.receiver import all_signed_manifests
 
-    for m in all_manifests(engine):
+    for m in all_signed_manifests(engine):
         line = f"manifest    {m.manifest_uid} from {m.calling_ae or '?'}: {m.state}"
         if m.missing:
             line += f", {len(m.missing)} missing"

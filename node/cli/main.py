@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "node.cli.config_cmds",
     "node.cli.archive_cmds",
     "node.cli.signing_cmds",
-    "node.cli.manifest_cmds",
+    "node.cli.export_cmds",
     "node.cli.retrieve_cmds",
     "node.cli.transfer_cmds",
     "node.cli.report_cmds",

@@ -102,7 +102,7 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_manifests(args: argparse.Namespace) -> int:
-    from node.manifests.receiver import all_manifests
+    from node.signed_manifests.receiver import all_signed_manifests
 
     config = load(args)
     engine = existing_database(config)
@@ -110,7 +110,7 @@ def run_manifests(args: argparse.Namespace) -> int:
         print(f"no Signed Manifests received ({no_database(config)})")
         return EXIT_OK
     try:
-        found = all_manifests(engine)
+        found = all_signed_manifests(engine)
     finally:
         engine.dispose()
     if not found:

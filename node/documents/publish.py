@@ -24,10 +24,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 from node.config import NodeConfig
 from node.documents.kos import Reference
 from node.errors import NodeError, UsageError
-from node.integrity import load_signer as load_manifest_signer
+from node.integrity import load_signer as load_sidecar_signer
 from node.integrity import write_sidecar
 from node.integrity.export import snapshot_for
-from node.integrity.signer import ManifestSigner
+from node.integrity.signer import SidecarSigner
 from node.signatures import Profile, Signer
 from node.signatures.dsencode import encode_explicit_le  # pydicom's bytes, faster
 from node.signatures.keycache import SignerCache
@@ -79,7 +79,7 @@ def archive_document(
     provenance: Provenance,
     *,
     encoded: bytes | None = None,
-    sidecar_signer: ManifestSigner | None = None,
+    sidecar_signer: SidecarSigner | None = None,
 ) -> Archived:
     """Store a finished document (``encoded``, else ``ds`` encoded now), record, sidecar."""
     uid = str(ds.SOPInstanceUID)
@@ -110,7 +110,7 @@ def archive_document(
     history = audit.records(archive.engine, study_uid=study_uid)
     if sidecar_signer is None:
         signing = config.signing
-        sidecar_signer = load_manifest_signer(
+        sidecar_signer = load_sidecar_signer(
             signing.key, signing.certificate, signing.passphrase_env
         )
     write_sidecar(stored, snapshot_for(history, uid), config.node.ae_title, sidecar_signer)
@@ -176,8 +176,8 @@ def _reference(row: InstanceRow, mac: Dataset, signatures: list[Dataset]) -> Ref
     )
 
 
-def _sidecar_signer(signer: Signer) -> ManifestSigner:
+def _sidecar_signer(signer: Signer) -> SidecarSigner:
     """The sidecar's signer, from the key already loaded for the DICOM signature."""
     if isinstance(signer.key, dsa.DSAPrivateKey):
         raise UsageError("only RSA, ECDSA and Ed25519 keys can sign manifests")
-    return ManifestSigner(signer.key, signer.certificate)
+    return SidecarSigner(signer.key, signer.certificate)

@@ -38,8 +38,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from node.errors import OperationFailed, UsageError
-from node.integrity import manifest as fmt
-from node.integrity.signer import ManifestSigner
+from node.integrity import sidecar as fmt
+from node.integrity.signer import SidecarSigner
 from node.storage import audit
 from node.storage.audit import AuditEvent, AuditRecord
 from node.storage.index import study_files_in_order
@@ -133,7 +133,7 @@ def export_study(
     out_dir: Path,
     *,
     ae_title: str,
-    signer: ManifestSigner | None = None,
+    signer: SidecarSigner | None = None,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export every instance of the study into ``out_dir`` (see the module docstring).
@@ -250,7 +250,7 @@ def _record_export(
     digest: str,
     who: dict[str, str],
     ae_title: str,
-    signer: ManifestSigner | None,
+    signer: SidecarSigner | None,
 ) -> AuditRecord:
     details = {
         "path": str(target.resolve()),
@@ -288,7 +288,7 @@ def _write_index(
     study_uid: str,
     ae_title: str,
     entries: Sequence[dict[str, Any]],
-    signer: ManifestSigner | None,
+    signer: SidecarSigner | None,
     *,
     complete: bool,
 ) -> None:

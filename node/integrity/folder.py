@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from node.integrity import manifest as fmt
+from node.integrity import sidecar as fmt
 from node.integrity.export import INDEX_FORMAT, INDEX_SUFFIX, INDEX_VERSION
 from node.integrity.verify import Reason, Verdict, verify_sidecar
 

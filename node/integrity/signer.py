@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from node.errors import UsageError
 from node.signatures.keys import load_certificate, read_private_key
 
-ManifestKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+SidecarKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 RSA_PKCS1_SHA256 = "RSASSA-PKCS1-v1_5-SHA256"
@@ -65,10 +65,10 @@ def _public_der(key: object) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class ManifestSigner:
+class SidecarSigner:
     """A private key and the X.509 certificate of its public key."""
 
-    key: ManifestKey
+    key: SidecarKey
     certificate: x509.Certificate
 
     def __post_init__(self) -> None:
@@ -121,7 +121,7 @@ def verify_signature(
 
 def load_signer(
     key_path: Path, cert_path: Path, passphrase_env: str | None = None
-) -> ManifestSigner:
+) -> SidecarSigner:
     """Load a PEM or DER private key (RSA, EC or Ed25519) and its certificate."""
     key = read_private_key(key_path, passphrase_env)
     if not isinstance(
@@ -129,6 +129,6 @@ def load_signer(
     ):
         raise UsageError(f"{key_path}: only RSA, ECDSA and Ed25519 keys can sign manifests")
     try:
-        return ManifestSigner(key, load_certificate(cert_path))
+        return SidecarSigner(key, load_certificate(cert_path))
     except ValueError as exc:  # an unsupported curve
         raise UsageError(f"{key_path}: {exc}") from exc

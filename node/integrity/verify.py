@@ -33,7 +33,7 @@ from typing import Any
 
 from cryptography import x509
 
-from node.integrity import manifest as fmt
+from node.integrity import sidecar as fmt
 from node.integrity.signer import verify_signature
 from node.signatures.verify import is_trusted
 from node.storage.audit import record_hash

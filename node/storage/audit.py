@@ -49,7 +49,7 @@ class AuditEvent:
     INSTANCE_SENT = "instance-sent"  # a peer acknowledged an instance we sent (any use)
     C_MOVE_SERVED = "c-move-served"  # our Q/R SCP answered a C-MOVE (counts, status)
     C_GET_SERVED = "c-get-served"  # our Q/R SCP answered a C-GET (counts, status)
-    # Transfers to partners (node.transfer) and received Signed Manifests (node.manifests).
+    # Transfers to partners (node.transfer) and received Signed Manifests (node.signed_manifests).
     TRANSFER_QUEUED = "transfer-queued"
     INSTANCE_REFUSED = "instance-refused"  # a partner refused an instance for good
     TRANSFER_ATTEMPT_FAILED = "transfer-attempt-failed"

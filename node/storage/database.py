@@ -5,7 +5,7 @@ Each table has one owner package, which alone reads and writes it and gives othe
 answers they need as functions: the archive hierarchy (patients, studies, series,
 instances, duplicates) and the audit log belong to node.storage and are defined here;
 node.mpps (``mpps/tables.py``), node.transfer (``transfer/tables.py``) and
-node.manifests (``manifests/tables.py``) define theirs on this module's ``metadata``.
+node.signed_manifests (``manifests/tables.py``) define theirs on this module's ``metadata``.
 Storage sits below those packages, so it cannot import their tables: ``open_database``
 creates whatever is registered on ``metadata``, and :mod:`node.schema` (above the
 owners) imports every owner's table module first. Open the database through

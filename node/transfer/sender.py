@@ -39,7 +39,6 @@ from node.scu.store import (
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow, find_instance
-from node.transfer.manifest import build_signed_manifest
 from node.transfer.queue import (
     COMPLETED,
     FAILED,
@@ -52,6 +51,7 @@ from node.transfer.queue import (
     Transfer,
     TransferQueue,
 )
+from node.transfer.signed_manifest import build_signed_manifest
 
 log = logging.getLogger("node.transfer")
 

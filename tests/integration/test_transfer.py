@@ -117,9 +117,9 @@ def manifest_result(node: Node) -> Any:
 
 
 def _manifests(node: Node) -> list[Any]:
-    from node.manifests.receiver import all_manifests
+    from node.signed_manifests.receiver import all_signed_manifests
 
-    return all_manifests(node.archive.engine)
+    return all_signed_manifests(node.archive.engine)
 
 
 def events(node: Node) -> list[str]:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.integrity import Reason, sidecar_path, verify_sidecar, write_sidecar
-from node.integrity import manifest as fmt
+from node.integrity import sidecar as fmt
 from node.storage import audit
 from tests.helpers import ct_dataset, split_part10, write_part10
 from tests.unit.test_manifest_support import (

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from node.errors import UsageError
-from node.integrity import ManifestSigner, Reason, load_signer, verify_sidecar, write_sidecar
-from node.integrity import manifest as fmt
+from node.integrity import Reason, SidecarSigner, load_signer, verify_sidecar, write_sidecar
+from node.integrity import sidecar as fmt
 from node.integrity.signer import algorithm_for
 from tests.unit.test_manifest_support import (
     KEY_TYPES,
@@ -37,7 +37,7 @@ EXPECTED_ALGORITHM = {
 
 
 @pytest.fixture(params=KEY_TYPES)
-def signed(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path, ManifestSigner]:
+def signed(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path, SidecarSigner]:
     signer = make_signer(request.param)
     dcm = make_dicom(tmp_path)
     return dcm, write_sidecar(dcm, custody_records(tmp_path), AE, signer), signer
@@ -49,7 +49,7 @@ def edit(sidecar: Path, change: Any) -> None:
     write_json(sidecar, manifest)
 
 
-def test_each_key_type_signs_and_verifies(signed: tuple[Path, Path, ManifestSigner]) -> None:
+def test_each_key_type_signs_and_verifies(signed: tuple[Path, Path, SidecarSigner]) -> None:
     dcm, sidecar, signer = signed
     block = read_json(sidecar)["signature"]
     kind = next(k for k, v in EXPECTED_ALGORITHM.items() if v == signer.algorithm)
@@ -61,7 +61,7 @@ def test_each_key_type_signs_and_verifies(signed: tuple[Path, Path, ManifestSign
 
 
 def test_signature_covers_the_manifest_without_its_block(
-    signed: tuple[Path, Path, ManifestSigner],
+    signed: tuple[Path, Path, SidecarSigner],
 ) -> None:
     _, sidecar, signer = signed
     m = read_json(sidecar)
@@ -73,7 +73,7 @@ def test_signature_covers_the_manifest_without_its_block(
 
 
 def test_forger_who_recomputes_every_hash_breaks_the_signature(
-    signed: tuple[Path, Path, ManifestSigner],
+    signed: tuple[Path, Path, SidecarSigner],
 ) -> None:
     dcm, sidecar, signer = signed
     dcm.write_bytes(dcm.read_bytes() + b"forged")
@@ -114,7 +114,7 @@ def test_corrupted_signature_value(tmp_path: Path, kind: str) -> None:
     ids=["value", "PEM", "DER", "algorithm"],
 )
 def test_unreadable_signature_block_is_invalid(
-    signed: tuple[Path, Path, ManifestSigner], change: Any
+    signed: tuple[Path, Path, SidecarSigner], change: Any
 ) -> None:
     dcm, sidecar, signer = signed
     edit(sidecar, change)
@@ -122,7 +122,7 @@ def test_unreadable_signature_block_is_invalid(
     assert verdict.line == "Integrity check FAILED: signature invalid"
 
 
-def test_certificate_swapped_for_another(signed: tuple[Path, Path, ManifestSigner]) -> None:
+def test_certificate_swapped_for_another(signed: tuple[Path, Path, SidecarSigner]) -> None:
     dcm, sidecar, _ = signed
     other = make_signer("ec-p256", "someone else")
     edit(sidecar, lambda m: m["signature"].update(certificate=other.certificate_pem()))
@@ -130,7 +130,7 @@ def test_certificate_swapped_for_another(signed: tuple[Path, Path, ManifestSigne
     assert verdict.reason is Reason.SIGNATURE_INVALID
 
 
-def test_signature_removed_while_required(signed: tuple[Path, Path, ManifestSigner]) -> None:
+def test_signature_removed_while_required(signed: tuple[Path, Path, SidecarSigner]) -> None:
     dcm, sidecar, _ = signed
     edit(sidecar, lambda m: m.pop("signature"))
     assert verify_sidecar(dcm).ok  # the block is optional ...
@@ -138,7 +138,7 @@ def test_signature_removed_while_required(signed: tuple[Path, Path, ManifestSign
     assert verdict.line == "Integrity check FAILED: signature missing"
 
 
-def test_untrusted_signer(signed: tuple[Path, Path, ManifestSigner]) -> None:
+def test_untrusted_signer(signed: tuple[Path, Path, SidecarSigner]) -> None:
     dcm, _, signer = signed
     for trust in ([], [make_signer("rsa", "a stranger").certificate]):
         verdict = verify_sidecar(dcm, trust=trust)
@@ -150,7 +150,7 @@ def test_signer_issued_by_a_trusted_ca(tmp_path: Path) -> None:
     ca_key = private_key("ec-p384")
     ca_cert = certificate(ca_key, "Manifest CA", ca=True)
     leaf_key = private_key("ed25519")
-    signer = ManifestSigner(leaf_key, certificate(leaf_key, "exporter", issuer=(ca_key, ca_cert)))
+    signer = SidecarSigner(leaf_key, certificate(leaf_key, "exporter", issuer=(ca_key, ca_cert)))
     dcm = make_dicom(tmp_path)
     write_sidecar(dcm, custody_records(tmp_path), AE, signer)
     assert verify_sidecar(dcm, trust=[ca_cert]).ok
@@ -161,7 +161,7 @@ def test_signer_issued_by_a_trusted_ca(tmp_path: Path) -> None:
 def test_certificate_not_valid_when_the_manifest_was_created(tmp_path: Path) -> None:
     key = private_key("ec-p256")
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
-    signer = ManifestSigner(key, certificate(key, "future", start=later))
+    signer = SidecarSigner(key, certificate(key, "future", start=later))
     dcm = make_dicom(tmp_path)
     write_sidecar(dcm, [], AE, signer)
     verdict = verify_sidecar(dcm, trust=[signer.certificate])
@@ -169,7 +169,7 @@ def test_certificate_not_valid_when_the_manifest_was_created(tmp_path: Path) -> 
     assert "not valid when the manifest was created" in verdict.detail
 
 
-def test_snapshot_edit_is_named_even_when_signed(signed: tuple[Path, Path, ManifestSigner]) -> None:
+def test_snapshot_edit_is_named_even_when_signed(signed: tuple[Path, Path, SidecarSigner]) -> None:
     dcm, sidecar, signer = signed
     edit(sidecar, lambda m: m["audit_snapshot"][0].update(event="nothing"))
     verdict = verify_sidecar(dcm, trust=[signer.certificate])
@@ -215,7 +215,7 @@ def test_unsupported_curve_is_refused() -> None:
     with pytest.raises(ValueError, match="secp256k1"):
         algorithm_for(key.public_key())
     with pytest.raises(ValueError, match="secp256k1"):
-        ManifestSigner(key, certificate(key, "k1"))
+        SidecarSigner(key, certificate(key, "k1"))
 
 
 def test_missing_key_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from node.integrity.signer import ManifestKey, ManifestSigner
+from node.integrity.signer import SidecarKey, SidecarSigner
 from node.schema import open_database
 from node.storage import audit
 from node.storage.audit import AuditEvent, AuditRecord
@@ -54,7 +54,7 @@ def custody_records(folder: Path, sop_uid: str = "1.2.3.4") -> list[AuditRecord]
         engine.dispose()
 
 
-def private_key(kind: str) -> ManifestKey:
+def private_key(kind: str) -> SidecarKey:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "ec-p256":
@@ -67,10 +67,10 @@ def private_key(kind: str) -> ManifestKey:
 
 
 def certificate(
-    key: ManifestKey,
+    key: SidecarKey,
     cn: str,
     *,
-    issuer: tuple[ManifestKey, x509.Certificate] | None = None,
+    issuer: tuple[SidecarKey, x509.Certificate] | None = None,
     ca: bool = False,
     start: dt.datetime | None = None,
 ) -> x509.Certificate:
@@ -92,13 +92,13 @@ def certificate(
     return builder.sign(signing_key, algorithm)
 
 
-def make_signer(kind: str, cn: str | None = None) -> ManifestSigner:
+def make_signer(kind: str, cn: str | None = None) -> SidecarSigner:
     key = private_key(kind)
-    return ManifestSigner(key, certificate(key, cn or f"{kind} signer"))
+    return SidecarSigner(key, certificate(key, cn or f"{kind} signer"))
 
 
 def write_pem(
-    folder: Path, signer: ManifestSigner, password: bytes | None = None
+    folder: Path, signer: SidecarSigner, password: bytes | None = None
 ) -> tuple[Path, Path]:
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(password)

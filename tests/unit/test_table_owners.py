@@ -32,8 +32,8 @@ OWNERS = {
     "acquisitions": "node.mpps",
     "transfers": "node.transfer",
     "transfer_items": "node.transfer",
-    "received_manifests": "node.manifests",
-    "manifest_references": "node.manifests",
+    "received_manifests": "node.signed_manifests",
+    "manifest_references": "node.signed_manifests",
 }
 
 

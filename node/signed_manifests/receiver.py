@@ -25,7 +25,9 @@ from sqlalchemy import Engine, insert, select, update
 
 from node.config import NodeConfig
 from node.jobs.scheduler import Jobs
-from node.manifests.check import (
+from node.signatures import load_trust
+from node.signatures.check_references import referenced_uids
+from node.signed_manifests.check import (
     FINAL_STATES,
     VERIFIED,
     WAITING,
@@ -34,23 +36,21 @@ from node.manifests.check import (
     is_signed_manifest,
     read_title,
 )
-from node.manifests.tables import manifest_references, received_manifests
-from node.signatures import load_trust
-from node.signatures.check_references import referenced_uids
+from node.signed_manifests.tables import manifest_references, received_manifests
 from node.storage import audit
 from node.storage.archive import Archive, StoreOutcome, StoreResult
 from node.storage.audit import AuditEvent
 from node.storage.files import write_atomic
 from node.storage.index import archived_paths_among, find_instance
 
-log = logging.getLogger("node.manifests")
+log = logging.getLogger("node.signed_manifests")
 
 REPORT_FORMAT = "dicom-node-manifest-check"
 REPORT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
-class ReceivedManifest:
+class ReceivedSignedManifest:
     manifest_uid: str
     study_uid: str
     calling_ae: str
@@ -65,7 +65,7 @@ class ReceivedManifest:
     received_at: str
 
 
-def all_manifests(engine: Engine) -> list[ReceivedManifest]:
+def all_signed_manifests(engine: Engine) -> list[ReceivedSignedManifest]:
     """Every received manifest, oldest first."""
     with engine.connect() as conn:
         rows = conn.execute(
@@ -74,7 +74,7 @@ def all_manifests(engine: Engine) -> list[ReceivedManifest]:
     return [_manifest(r) for r in rows]
 
 
-class ManifestReceiver:
+class SignedManifestReceiver:
     def __init__(self, config: NodeConfig, archive: Archive, jobs: Jobs) -> None:
         self.config = config
         self.archive = archive
@@ -161,7 +161,7 @@ class ManifestReceiver:
 
     def resume(self) -> int:
         """Reschedule every waiting manifest from the database; return how many."""
-        waiting = [m for m in all_manifests(self.engine) if m.state == WAITING]
+        waiting = [m for m in all_signed_manifests(self.engine) if m.state == WAITING]
         with self._waiting_lock:
             self._any_waiting = bool(waiting)
         for manifest in waiting:
@@ -201,7 +201,7 @@ class ManifestReceiver:
         """The wait is over: decide with what has arrived."""
         return self.check(manifest_uid, final=True)
 
-    def get(self, manifest_uid: str) -> ReceivedManifest | None:
+    def get(self, manifest_uid: str) -> ReceivedSignedManifest | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(received_manifests).where(received_manifests.c.manifest_uid == manifest_uid)
@@ -254,7 +254,7 @@ class ManifestReceiver:
             ).rowcount
         )
 
-    def _decide(self, current: ReceivedManifest, verdict: str, findings: Findings) -> bool:
+    def _decide(self, current: ReceivedSignedManifest, verdict: str, findings: Findings) -> bool:
         """Write the final result once (a concurrent check that lost the race does not)."""
         # The report is on disk before the state says it is decided (a reader of the
         # state finds it); a concurrent check writes the same verdict over it.
@@ -300,7 +300,7 @@ def _summary(verdict: str, findings: Findings) -> str:
     return ", ".join(parts)
 
 
-def _report(current: ReceivedManifest, verdict: str, findings: Findings) -> dict[str, Any]:
+def _report(current: ReceivedSignedManifest, verdict: str, findings: Findings) -> dict[str, Any]:
     """The JSON report of one manifest check (format name and version first)."""
     return {
         "format": REPORT_FORMAT,
@@ -320,9 +320,9 @@ def _report(current: ReceivedManifest, verdict: str, findings: Findings) -> dict
     }
 
 
-def _manifest(row: Any) -> ReceivedManifest:
+def _manifest(row: Any) -> ReceivedSignedManifest:
     r = row._mapping
-    return ReceivedManifest(
+    return ReceivedSignedManifest(
         manifest_uid=r["manifest_uid"],
         study_uid=r["study_uid"],
         calling_ae=r["calling_ae"],
@@ -338,4 +338,9 @@ def _manifest(row: Any) -> ReceivedManifest:
     )
 
 
-__all__ = ["FINAL_STATES", "ManifestReceiver", "ReceivedManifest", "all_manifests"]
+__all__ = [
+    "FINAL_STATES",
+    "ReceivedSignedManifest",
+    "SignedManifestReceiver",
+    "all_signed_manifests",
+]

@@ -1,7 +1,7 @@
-"""The tables node.manifests owns: received Signed Manifests and what each lists.
+"""The tables node.signed_manifests owns: received Signed Manifests and what each lists.
 
 PS3.17 Annex W case 2 (the receiving side checks the Signed Manifest KOS). Only
-node.manifests reads or writes these tables. They sit on the index's one MetaData
+node.signed_manifests reads or writes these tables. They sit on the index's one MetaData
 (:data:`node.storage.database.metadata`); :mod:`node.schema` imports this module so that
 ``create_all`` knows them.
 """

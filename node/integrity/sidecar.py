@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from node.integrity.signer import ManifestSigner
+from node.integrity.signer import SidecarSigner
 from node.storage import audit
 from node.storage.audit import AuditRecord
 from node.storage.files import write_atomic
@@ -95,7 +95,7 @@ def signed_bytes(manifest: Mapping[str, Any]) -> bytes:
     return audit.canonical_json({k: v for k, v in manifest.items() if k != "signature"})
 
 
-def build_manifest(
+def build_sidecar(
     *,
     name: str,
     size: int,
@@ -103,7 +103,7 @@ def build_manifest(
     snapshot_records: Sequence[AuditRecord | Mapping[str, Any]],
     ae_title: str,
     created: str | None = None,
-    signer: ManifestSigner | None = None,
+    signer: SidecarSigner | None = None,
 ) -> dict[str, Any]:
     """The manifest of a file already hashed, with its hashes and, given a signer, signed."""
     snapshot = [r.as_dict() if isinstance(r, AuditRecord) else dict(r) for r in snapshot_records]
@@ -139,7 +139,7 @@ def write_sidecar(
     dcm_path: Path,
     snapshot_records: Sequence[AuditRecord | Mapping[str, Any]],
     ae_title: str,
-    signer: ManifestSigner | None = None,
+    signer: SidecarSigner | None = None,
     *,
     created: str | None = None,
 ) -> Path:
@@ -151,7 +151,7 @@ def write_sidecar(
     temporary name, flushed, renamed), replacing an older sidecar of the same file.
     """
     size, digest = file_digest(dcm_path)
-    manifest = build_manifest(
+    manifest = build_sidecar(
         name=dcm_path.name,
         size=size,
         sha256=digest,
