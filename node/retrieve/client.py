@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from node.config import NodeConfig, RemoteAE, Role
 from node.errors import NodeError, OperationFailed, UsageError
-from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, Service, StorageStatus
 from node.net.statusmap import status_for
 from node.retrieve.kos_check import KosChecker
 from node.retrieve.report import ObjectResult, Outcome, RequestResult, RetrieveReport
@@ -216,7 +216,7 @@ class _Receiver:
         self.arrived: dict[str, _Arrived] = {}
         self.errors: dict[str, str] = {}
 
-    def __call__(self, arrival: scu.Arrival) -> tuple[Status, str | None]:
+    def __call__(self, arrival: scu.Arrival) -> tuple[StorageStatus, str | None]:
         uid = arrival.sop_instance_uid
         extra: dict[str, str] = {"method": "get", "source": self.source.name}
         url = self.urls.get(uid)
@@ -239,11 +239,11 @@ class _Receiver:
             outcome = self.archive.store(item)
         except NodeError as exc:
             self.errors[uid] = str(exc)
-            return status_for(exc), str(exc)
+            return status_for(exc, Service.STORAGE), str(exc)
         except Exception as exc:
             log.exception("storing %s from a C-GET failed unexpectedly", uid)
             self.errors[uid] = f"unexpected error: {exc}"
-            return Status.FAILURE_PROCESSING, str(exc)
+            return StorageStatus.FAILURE_PROCESSING, str(exc)
         conflict = outcome.result is StoreResult.DUPLICATE_CONFLICT
         self.arrived[uid] = _Arrived(
             outcome.header.study_uid,
@@ -254,7 +254,7 @@ class _Receiver:
         )
         if conflict:
             return DUPLICATE_CONFLICT_STATUS, "duplicate SOP Instance UID: first copy kept"
-        return Status.SUCCESS, None
+        return StorageStatus.SUCCESS, None
 
 
 def _audit_head(archive: Archive) -> int:

@@ -66,7 +66,7 @@ from pynetdicom.status import (
 from node.config import NodeConfig, RemoteAE
 from node.errors import OperationFailed
 from node.net.contexts import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
-from node.net.status import Status
+from node.net.status import StorageStatus
 from node.net.statusmap import status_dataset
 from node.scu.associate import associate
 from node.scu.request import (
@@ -149,7 +149,7 @@ class Arrival:
 
 
 # Stores an arrival; returns the status to answer the C-STORE with, and an Error Comment.
-Receiver = Callable[[Arrival], tuple[Status, str | None]]
+Receiver = Callable[[Arrival], tuple[StorageStatus, str | None]]
 
 
 def broad_storage_classes(first: Sequence[str] = (), limit: int = BROAD_LIMIT) -> list[str]:
@@ -330,7 +330,7 @@ def get(
             status, comment = receiver(arrival)
         except Exception as exc:  # the sub-operation must get an answer, never a hang
             log.exception("storing %s from a C-GET failed", arrival.sop_instance_uid)
-            status, comment = Status.FAILURE_PROCESSING, str(exc)
+            status, comment = StorageStatus.FAILURE_PROCESSING, str(exc)
         return status_dataset(status, comment)
 
     handlers = [(evt.EVT_C_STORE, on_store)]

@@ -19,7 +19,7 @@ from node.config import Role
 from node.errors import NodeError
 from node.jobs.worker import SerialWorker
 from node.net.contexts import storage_sop_classes
-from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, Service, StorageStatus
 from node.net.statusmap import status_dataset, status_for
 from node.services.associations import AssociationInfo, AssociationRegistry
 from node.services.inflight import InFlight
@@ -42,7 +42,7 @@ def request_problem(
     context_sop_class_uid: str,
     has_data_set: bool,
     storage_classes: frozenset[str],
-) -> tuple[Status, str] | None:
+) -> tuple[StorageStatus, str] | None:
     """What is wrong with a C-STORE-RQ's command set, before its data set is looked at.
 
     One function for both association paths, so they answer alike. A request may only
@@ -54,21 +54,27 @@ def request_problem(
     holds at most 64 characters (PS3.5 9.1): without one, 0xC000 Cannot understand.
     """
     if context_sop_class_uid not in storage_classes:
-        return Status.FAILURE_SOP_CLASS_NOT_SUPPORTED, "no storage on this presentation context"
+        return (
+            StorageStatus.FAILURE_SOP_CLASS_NOT_SUPPORTED,
+            "no storage on this presentation context",
+        )
     if sop_class_uid != context_sop_class_uid:
         return (
-            Status.FAILURE_SOP_CLASS_NOT_SUPPORTED,
+            StorageStatus.FAILURE_SOP_CLASS_NOT_SUPPORTED,
             "SOP Class differs from the presentation context's",
         )
     if not sop_instance_uid:
-        return Status.FAILURE_CANNOT_UNDERSTAND, "C-STORE-RQ without an Affected SOP Instance UID"
+        return (
+            StorageStatus.FAILURE_CANNOT_UNDERSTAND,
+            "C-STORE-RQ without an Affected SOP Instance UID",
+        )
     if len(sop_instance_uid) > _UID_LIMIT:
         return (
-            Status.FAILURE_CANNOT_UNDERSTAND,
+            StorageStatus.FAILURE_CANNOT_UNDERSTAND,
             f"Affected SOP Instance UID longer than {_UID_LIMIT} characters",
         )
     if not has_data_set:
-        return Status.FAILURE_CANNOT_UNDERSTAND, "C-STORE-RQ without a data set"
+        return StorageStatus.FAILURE_CANNOT_UNDERSTAND, "C-STORE-RQ without a data set"
     return None
 
 
@@ -109,7 +115,7 @@ class StoreService:
         transfer_syntax_uid: str,
         dataset: bytes | None,
         followups: list[Callable[[], None]] | None = None,
-    ) -> tuple[Status, str | None]:
+    ) -> tuple[StorageStatus, str | None]:
         """Store one received instance; the status and error comment to answer with.
 
         Shared by both association paths (pynetdicom and ``node.net``), so every
@@ -121,7 +127,7 @@ class StoreService:
         if Role.STORE not in info.roles:
             info.failures += 1
             log.warning("C-STORE refused: %s has no store role", info.peer)
-            return Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no store role"
+            return StorageStatus.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no store role"
         problem = request_problem(
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
@@ -170,16 +176,16 @@ class StoreService:
             info.duplicates += 1
         else:
             info.stored += 1
-        return Status.SUCCESS, None
+        return StorageStatus.SUCCESS, None
 
     def _failed(
         self, info: AssociationInfo, sop_uid: str, exc: BaseException
-    ) -> tuple[Status, str | None]:
-        return self._refused(info, sop_uid, status_for(exc), str(exc))
+    ) -> tuple[StorageStatus, str | None]:
+        return self._refused(info, sop_uid, status_for(exc, Service.STORAGE), str(exc))
 
     def _refused(
-        self, info: AssociationInfo, sop_uid: str, status: Status, reason: str
-    ) -> tuple[Status, str | None]:
+        self, info: AssociationInfo, sop_uid: str, status: StorageStatus, reason: str
+    ) -> tuple[StorageStatus, str | None]:
         """Count, log (one line) and audit a C-STORE answered with a failure status."""
         info.failures += 1
         shown = sop_uid if len(sop_uid) <= _UID_LIMIT else sop_uid[:_UID_LIMIT] + "..."
