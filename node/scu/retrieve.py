@@ -142,6 +142,7 @@ class Arrival:
 
     sop_class_uid: str
     sop_instance_uid: str
+    context_sop_class_uid: str  # the abstract syntax of the context it came on
     transfer_syntax_uid: str
     dataset: bytes
     association_id: str
@@ -321,6 +322,7 @@ def get(
         arrival = Arrival(
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+            context_sop_class_uid=str(event.context.abstract_syntax),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             dataset=request.DataSet.getvalue(),
             association_id=association_id,
