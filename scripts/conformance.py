@@ -15,7 +15,7 @@ from node.net.contexts import (
     VERIFICATION_TRANSFER_SYNTAXES,
     storage_sop_classes,
 )
-from node.net.status import Status
+from node.net.status import STATUSES, Service, VerificationStatus
 from node.services.contexts import mpps_context
 
 
@@ -61,9 +61,13 @@ def main() -> None:
     print("\nStorage transfer syntaxes (stored as received, never transcoded):\n")
     for ts in STORAGE_TRANSFER_SYNTAXES:
         print(f"- {_name(ts)}")
-    print("\nStatuses (a code with two names is listed under each):\n")
-    for name, status in Status.__members__.items():
-        print(f"- `0x{int(status):04X}` {name}")
+    print("\nStatuses, per service (a code's name is its meaning in that service):\n")
+    services: dict[type, list[str]] = {VerificationStatus: ["C-ECHO"]}
+    for service in Service:
+        services.setdefault(STATUSES[service], []).append(service.value)
+    for enum, names in services.items():
+        codes = ", ".join(f"`0x{int(m):04X}` {m.name}" for m in enum)
+        print(f"- {', '.join(names)}: {codes}")
 
 
 if __name__ == "__main__":

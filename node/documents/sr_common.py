@@ -28,25 +28,13 @@ from node.documents.codes import (
 )
 from node.errors import NodeError
 from node.identity import IMPLEMENTATION_VERSION_NAME
+from node.storage.header import PATIENT_STUDY_KEYWORDS as _PATIENT_STUDY
 
 MANUFACTURER = "dicom-node"
 
-# Copied from a referenced instance: Patient (C.7.1.1) and General Study (C.7.2.1).
-PATIENT_STUDY_KEYWORDS = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "StudyDescription",
-)
+# Copied from a referenced instance: its character set, then the Patient (C.7.1.1) and
+# General Study (C.7.2.1) attributes (node.storage.header's list).
+PATIENT_STUDY_KEYWORDS = ("SpecificCharacterSet", *_PATIENT_STUDY)
 # Type 2 attributes of the Patient and General Study modules: present, maybe empty.
 _TYPE2_PATIENT_STUDY = (
     "PatientName",

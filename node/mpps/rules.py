@@ -7,13 +7,14 @@ change, and what a final state (COMPLETED, DISCONTINUED) requires. Failures rais
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
+from node.errors import MppsProblem as Problem
+from node.errors import MppsRefused
 from node.storage.uids import is_valid_uid
 
 IN_PROGRESS = "IN PROGRESS"
@@ -24,34 +25,6 @@ FINAL_STATES = (COMPLETED, DISCONTINUED)
 
 # Error ID of an N-SET after the final state (PS3.4 Table F.7.2-2).
 ERROR_ID_NO_LONGER_UPDATABLE = 0xA710
-
-
-class Problem(enum.Enum):
-    """Why a request is refused; each maps to one DIMSE status (PS3.7 10.1.3, 10.1.5)."""
-
-    INVALID_ATTRIBUTE_VALUE = "invalid attribute value"  # 0106
-    PROCESSING_FAILURE = "processing failure"  # 0110
-    DUPLICATE_INSTANCE = "duplicate SOP instance"  # 0111
-    NO_SUCH_INSTANCE = "no such SOP instance"  # 0112
-    INVALID_INSTANCE = "invalid SOP instance"  # 0117
-    MISSING_ATTRIBUTE = "missing attribute"  # 0120
-    MISSING_ATTRIBUTE_VALUE = "missing attribute value"  # 0121
-
-
-class MppsRefused(Exception):
-    """An N-CREATE or N-SET that must be refused, with the attributes at fault."""
-
-    def __init__(
-        self,
-        problem: Problem,
-        message: str,
-        tags: Iterable[BaseTag] = (),
-        error_id: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.problem = problem
-        self.tags = tuple(tags)
-        self.error_id = error_id
 
 
 # Type 1 in N-CREATE (PS3.4 Table F.7.2-1).

@@ -8,8 +8,9 @@ Q/R SCP to ask (AE title, host, port) is configuration, never taken from the URL
   C-FIND at IMAGE level (SOP Class UID is an optional key, so it may be missing), else a
   broad set of common storage classes is proposed; each class with one context per
   transfer syntax as far as 128 contexts allow (:func:`node.scu.retrieve.get_contexts`).
-  Each instance is stored through :meth:`Archive.store`, the one durable path, and its
-  C-STORE answered Success only after that returns.
+  Each arrival is received as the Storage SCP receives a C-STORE
+  (:func:`node.services.receive.receive_instance`: the same checks, custody records and
+  statuses), and its C-STORE answered Success only after the archive has stored it.
 - **C-MOVE**: the source opens its own association to our storage SCP, so the node must
   be serving (checked by C-ECHO first). Arrivals are read back from the audit log that
   the serving node writes, and each requested object is looked up in the index.
@@ -27,16 +28,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from node.config import NodeConfig, RemoteAE, Role
-from node.errors import NodeError, OperationFailed, UsageError
-from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
-from node.net.statusmap import status_for
+from node.errors import OperationFailed, UsageError
+from node.net.status import StorageStatus
 from node.retrieve.kos_check import KosChecker
 from node.retrieve.report import ObjectResult, Outcome, RequestResult, RetrieveReport
 from node.scu import retrieve as scu
 from node.scu.request import CANCEL, FAILURE, FinalStatus, RetrieveRequest
+from node.services.receive import StoreRequest, receive_instance
 from node.signatures import load_trust
 from node.storage import audit
-from node.storage.archive import Archive, Custody, ReceivedInstance, StoreResult
+from node.storage.archive import Archive, Custody, StoreResult
 from node.storage.audit import AuditEvent
 from node.storage.index import find_instance
 from node.storage.uids import is_valid_uid
@@ -92,7 +93,8 @@ def retrieve(
     urls = {uid: r.url_for(uid) for r in work for uid in r.sop_instance_uids}
     if method == "get":
         found = _learn_for_get(config, source, work, report)
-        receiver = _Receiver(archive, source, urls)
+        storage_classes = frozenset(found.classes or scu.broad_storage_classes())
+        receiver = _Receiver(archive, source, urls, storage_classes)
         statuses = scu.get(config, source, work, found.classes, receiver)
         arrived, errors = receiver.arrived, receiver.errors
     else:
@@ -204,54 +206,62 @@ def _check_serving(config: NodeConfig, source: RemoteAE, report: RetrieveReport)
 
 
 class _Receiver:
-    """Stores C-GET arrivals through the archive and remembers each outcome."""
+    """Receives C-GET arrivals as the Storage SCP does, and remembers each outcome."""
 
-    def __init__(self, archive: Archive, source: RemoteAE, urls: dict[str, str | None]) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        source: RemoteAE,
+        urls: dict[str, str | None],
+        storage_classes: frozenset[str],
+    ) -> None:
         self.archive = archive
         self.source = source
         self.urls = urls
+        self.storage_classes = storage_classes  # those we proposed storage contexts for
         self.arrived: dict[str, _Arrived] = {}
         self.errors: dict[str, str] = {}
 
-    def __call__(self, arrival: scu.Arrival) -> tuple[Status, str | None]:
+    def __call__(self, arrival: scu.Arrival) -> tuple[StorageStatus, str | None]:
         uid = arrival.sop_instance_uid
         extra: dict[str, str] = {"method": "get", "source": self.source.name}
         url = self.urls.get(uid)
         if url:
             extra["wado_url"] = url
-        item = ReceivedInstance(
+        request = StoreRequest(
             sop_class_uid=arrival.sop_class_uid,
             sop_instance_uid=uid,
+            context_sop_class_uid=arrival.context_sop_class_uid,
             transfer_syntax_uid=arrival.transfer_syntax_uid,
             dataset=arrival.dataset,
-            custody=Custody(
-                calling_ae=self.source.ae_title,
-                peer_address=arrival.peer_address,
-                association_id=arrival.association_id,
-                via="C-GET",
-                extra=extra,
-            ),
         )
-        try:
-            outcome = self.archive.store(item)
-        except NodeError as exc:
-            self.errors[uid] = str(exc)
-            return status_for(exc), str(exc)
-        except Exception as exc:
-            log.exception("storing %s from a C-GET failed unexpectedly", uid)
-            self.errors[uid] = f"unexpected error: {exc}"
-            return Status.FAILURE_PROCESSING, str(exc)
-        conflict = outcome.result is StoreResult.DUPLICATE_CONFLICT
+        custody = Custody(
+            calling_ae=self.source.ae_title,
+            peer_address=arrival.peer_address,
+            association_id=arrival.association_id,
+            via="C-GET",
+            extra=extra,
+        )
+        receipt = receive_instance(
+            self.archive,
+            request,
+            custody,
+            storage_classes=self.storage_classes,
+            record=self.archive.record,
+            peer=f"{self.source.ae_title}@{arrival.peer_address}",
+        )
+        outcome = receipt.outcome
+        if outcome is None:
+            self.errors[uid] = receipt.comment or receipt.status.name
+            return receipt.status, receipt.comment
         self.arrived[uid] = _Arrived(
             outcome.header.study_uid,
             outcome.header.series_uid,
             Outcome.STORED if outcome.result is StoreResult.STORED else Outcome.DUPLICATE,
             self.archive.files.path(outcome.relpath),
-            conflict,
+            outcome.result is StoreResult.DUPLICATE_CONFLICT,
         )
-        if conflict:
-            return DUPLICATE_CONFLICT_STATUS, "duplicate SOP Instance UID: first copy kept"
-        return Status.SUCCESS, None
+        return receipt.status, receipt.comment
 
 
 _ARRIVAL_EVENTS = {

@@ -66,7 +66,7 @@ from pynetdicom.status import (
 from node.config import NodeConfig, RemoteAE
 from node.errors import OperationFailed
 from node.net.contexts import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
-from node.net.status import Status
+from node.net.status import StorageStatus
 from node.net.statusmap import status_dataset
 from node.scu.associate import associate
 from node.scu.request import (
@@ -142,6 +142,7 @@ class Arrival:
 
     sop_class_uid: str
     sop_instance_uid: str
+    context_sop_class_uid: str  # the abstract syntax of the context it came on
     transfer_syntax_uid: str
     dataset: bytes
     association_id: str
@@ -149,7 +150,7 @@ class Arrival:
 
 
 # Stores an arrival; returns the status to answer the C-STORE with, and an Error Comment.
-Receiver = Callable[[Arrival], tuple[Status, str | None]]
+Receiver = Callable[[Arrival], tuple[StorageStatus, str | None]]
 
 
 def broad_storage_classes(first: Sequence[str] = (), limit: int = BROAD_LIMIT) -> list[str]:
@@ -321,6 +322,7 @@ def get(
         arrival = Arrival(
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+            context_sop_class_uid=str(event.context.abstract_syntax),
             transfer_syntax_uid=str(event.context.transfer_syntax),
             dataset=request.DataSet.getvalue(),
             association_id=association_id,
@@ -330,7 +332,7 @@ def get(
             status, comment = receiver(arrival)
         except Exception as exc:  # the sub-operation must get an answer, never a hang
             log.exception("storing %s from a C-GET failed", arrival.sop_instance_uid)
-            status, comment = Status.FAILURE_PROCESSING, str(exc)
+            status, comment = StorageStatus.FAILURE_PROCESSING, str(exc)
         return status_dataset(status, comment)
 
     handlers = [(evt.EVT_C_STORE, on_store)]

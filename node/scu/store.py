@@ -23,6 +23,7 @@ the file (sent from the data set's offset) or, for the fallback, the pydicom dat
 
 from __future__ import annotations
 
+import enum
 import logging
 import struct
 from collections.abc import Iterable
@@ -45,7 +46,6 @@ from pynetdicom.presentation import PresentationContext, build_context
 from node.errors import NodeError, OperationFailed
 from node.net.pdu import PduError
 from node.net.requestor import Association
-from node.net.status import Status
 from node.signatures.encoding import file_meta
 
 log = logging.getLogger("node.scu")
@@ -240,20 +240,49 @@ def _send_pynetdicom(
     return int(status)
 
 
-# Outcomes of an outbound C-STORE, by response status (PS3.4 B.2.3, PS3.7 C).
+class StoreReply(enum.Enum):
+    """What a peer's C-STORE response says about the instance (PS3.7 C.1, PS3.4 B.2.3)."""
+
+    SUCCESS = "success"
+    WARNING = "warning"  # stored, with something the peer changed or noted
+    FAILURE = "failure"  # not stored (or no answer the standard defines)
+
+
+# Warning codes (PS3.7 C.1, C.4.2, C.4.3; PS3.4 Table B.2-1): 0001 on some
+# implementations, every Bxxx (B000 coercion, B006 elements discarded, B007 data set
+# does not match SOP Class), and the general Attribute List Error (0107) and Attribute
+# Value Out of Range (0116).
+WARNING_STATUSES = range(0xB000, 0xC000)
+GENERAL_WARNINGS = frozenset({0x0001, 0x0107, 0x0116})
+
+
+def reply_category(status: int) -> StoreReply:
+    """The one classification of a C-STORE response status, for every outbound C-STORE.
+
+    Transfers count success and warning as acknowledged (:func:`classify`); the Q/R
+    SCP counts them as completed and warning sub-operations (PS3.4 C.4.2.1.5,
+    C.4.3.1.4). Anything else, Pending and Cancel included, is no answer a C-STORE may
+    give and counts as a failure.
+    """
+    if status == 0x0000:
+        return StoreReply.SUCCESS
+    if status in WARNING_STATUSES or status in GENERAL_WARNINGS:
+        return StoreReply.WARNING
+    return StoreReply.FAILURE
+
+
+# Outcomes of an outbound transfer C-STORE, by response status (PS3.4 B.2.3, PS3.7 C).
 ACKNOWLEDGED = "acknowledged"  # Success or Warning: the partner keeps the instance
 REFUSED = "refused"  # a failure that sending again will not change
 BUSY = "busy"  # Out of Resources or Resource Limitation: try again later
 
-WARNING_STATUSES = range(0xB000, 0xC000)  # Storage warnings B000, B006, B007, ...
 OUT_OF_RESOURCES_STATUSES = range(0xA700, 0xA800)  # Storage "Refused: Out of Resources"
 RESOURCE_LIMITATION = 0x0213  # PS3.7 C.5.19, a general failure that is temporary
-ATTRIBUTE_LIST_WARNING = 0x0001  # PS3.7 C.4.1: "Warning" on some implementations
 
 
 def classify(status: int) -> str:
     """Whether the peer kept the instance, refused it for good, or was short of resources."""
-    if status in (Status.SUCCESS, ATTRIBUTE_LIST_WARNING) or status in WARNING_STATUSES:
+    if reply_category(status) is not StoreReply.FAILURE:
         return ACKNOWLEDGED
     if status in OUT_OF_RESOURCES_STATUSES or status == RESOURCE_LIMITATION:
         return BUSY

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.net.status import Status
+from node.net.status import VerificationStatus
 
 
 def handle_echo(_event: Any) -> int:
-    return int(Status.SUCCESS)
+    return int(VerificationStatus.SUCCESS)

@@ -1,8 +1,9 @@
 """MPPS SCP (PS3.4 Annex F): N-CREATE and N-SET handlers.
 
-Thin: decode the event, call the registry, map :class:`MppsRefused` to its status with
-the Attribute Identifier List or Error ID, and hand a COMPLETED step to the acquisition
-wait (which runs in the scheduler, not on the association thread).
+Thin: decode the event, call the registry, answer :class:`MppsRefused` with the status
+:func:`node.net.statusmap.status_for` names, the Attribute Identifier List or Error ID,
+and hand a COMPLETED step to the acquisition wait (which runs in the scheduler, not on
+the association thread).
 """
 
 from __future__ import annotations
@@ -15,32 +16,22 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from node.config import Role
+from node.errors import MppsRefused
 from node.identity import new_uid
 from node.mpps import rules
 from node.mpps.registry import MppsChange, MppsRegistry
-from node.mpps.rules import MppsRefused, Problem
-from node.net.status import Status
-from node.net.statusmap import status_dataset
+from node.net.status import MppsStatus, Service
+from node.net.statusmap import status_dataset, status_for
 from node.services.associations import AssociationRegistry
 
 log = logging.getLogger("node.mpps")
-
-_STATUS = {
-    Problem.INVALID_ATTRIBUTE_VALUE: Status.FAILURE_INVALID_ATTRIBUTE_VALUE,
-    Problem.PROCESSING_FAILURE: Status.FAILURE_PROCESSING,
-    Problem.DUPLICATE_INSTANCE: Status.FAILURE_DUPLICATE_SOP_INSTANCE,
-    Problem.NO_SUCH_INSTANCE: Status.FAILURE_NO_SUCH_SOP_INSTANCE,
-    Problem.INVALID_INSTANCE: Status.FAILURE_INVALID_SOP_INSTANCE,
-    Problem.MISSING_ATTRIBUTE: Status.FAILURE_MISSING_ATTRIBUTE,
-    Problem.MISSING_ATTRIBUTE_VALUE: Status.FAILURE_MISSING_ATTRIBUTE_VALUE,
-}
 
 # Called with the MPPS UID once a step is COMPLETED (starts the completeness check).
 CompletedListener = Callable[[str], None]
 
 
 def refusal(exc: MppsRefused) -> Dataset:
-    status = status_dataset(_STATUS[exc.problem], str(exc))
+    status = status_dataset(status_for(exc, Service.MPPS), str(exc))
     if exc.tags:
         status.AttributeIdentifierList = list(exc.tags)
     if exc.error_id is not None:
@@ -61,7 +52,8 @@ class MppsService:
         info = self.associations.info(event.assoc)
         if Role.MPPS not in info.roles:
             log.warning("%s refused: %s has no mpps role", name, info.peer)
-            return status_dataset(Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no mpps role")
+            refused = MppsStatus.FAILURE_REFUSED_NOT_AUTHORIZED
+            return status_dataset(refused, "peer has no mpps role")
         try:
             change = action(uid, info.calling_ae)
         except MppsRefused as exc:
@@ -69,7 +61,7 @@ class MppsService:
             return refusal(exc)
         except Exception as exc:
             log.exception("%s %s failed", name, uid)
-            return status_dataset(Status.FAILURE_PROCESSING, str(exc))
+            return status_dataset(status_for(exc, Service.MPPS), str(exc))
         log.info("MPPS %s is %s after %s from %s", uid, change.status, name, info.peer)
         return change
 
@@ -86,7 +78,7 @@ class MppsService:
         reply = self._reply(result)
         if not requested:
             reply.AffectedSOPInstanceUID = uid
-        return status_dataset(Status.SUCCESS), reply
+        return status_dataset(MppsStatus.SUCCESS), reply
 
     def handle_set(self, event: Any) -> tuple[Dataset, Dataset | None]:
         """EVT_N_SET handler."""
@@ -99,7 +91,7 @@ class MppsService:
             return result, None
         if result.status == rules.COMPLETED:
             self.on_completed(uid)
-        return status_dataset(Status.SUCCESS), self._reply(result)
+        return status_dataset(MppsStatus.SUCCESS), self._reply(result)
 
     @staticmethod
     def _reply(change: MppsChange) -> Dataset:

@@ -36,23 +36,30 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING
-from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as STORE_STATUSES
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as PYNETDICOM_STORE_STATUSES
 
 from node.config import NodeConfig, Role
 from node.config.destinations import move_destination
-from node.errors import OperationFailed
+from node.errors import InvalidRequest, OperationFailed, StorageError
 from node.net.contexts import QR_FIND_SOP_CLASSES, QR_GET_SOP_CLASSES, QR_MOVE_SOP_CLASSES
-from node.net.status import Status
-from node.net.statusmap import status_dataset
+from node.net.status import QueryRetrieveStatus, Service
+from node.net.statusmap import status_dataset, status_for
 from node.net.tls import client_context
 from node.scu.associate import set_nodelay
-from node.scu.store import NOT_NEGOTIATED, Outgoing, contexts_for, send_instance
+from node.scu.store import (
+    NOT_NEGOTIATED,
+    Outgoing,
+    StoreReply,
+    contexts_for,
+    reply_category,
+    send_instance,
+)
 from node.services.associations import AssociationInfo, AssociationRegistry
 from node.services.contexts import verification_context
 from node.storage.archive import Archive
@@ -60,7 +67,7 @@ from node.storage.audit import AuditEvent
 from node.storage.index import InstanceRow
 from node.storage.query.find import find
 from node.storage.query.identifier import parse_find, parse_retrieve
-from node.storage.query.model import IdentifierError, InformationModel
+from node.storage.query.model import InformationModel
 from node.storage.query.retrieve import instances_to_retrieve
 
 log = logging.getLogger("node.qr")
@@ -173,15 +180,15 @@ class Retrieval:
             raise OperationFailed(reason)  # pynetdicom counts it as a failed sub-operation
         self._result(item.row, status, None)
         reply = Dataset()
-        reply.Status = status
+        reply.Status = _counted_as(status)
         return reply
 
     def _result(self, row: InstanceRow, status: int | None, reason: str | None) -> None:
-        # The same classification pynetdicom applies when it builds the responses.
-        category = STATUS_FAILURE if status is None else STORE_STATUSES.get(status, ("",))[0]
-        if category == STATUS_SUCCESS:
+        # node.scu.store's classification; pynetdicom counts alike (_counted_as).
+        category = StoreReply.FAILURE if status is None else reply_category(status)
+        if category is StoreReply.SUCCESS:
             self.completed += 1
-        elif category == STATUS_WARNING:
+        elif category is StoreReply.WARNING:
             self.warning += 1
         else:
             self.failed.append(row.sop_instance_uid)
@@ -279,7 +286,9 @@ class QueryRetrieveService:
         if Role.QUERY not in info.roles:
             log.warning("C-FIND refused: %s has no query role", info.peer)
             yield (
-                status_dataset(Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no query role"),
+                status_dataset(
+                    QueryRetrieveStatus.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no query role"
+                ),
                 None,
             )
             return
@@ -287,23 +296,25 @@ class QueryRetrieveService:
             query = parse_find(_model(event), event.identifier)
             matches = find(self.archive.engine, query, self.config.node.ae_title)
             pending = (
-                Status.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED if query.unsupported else Status.PENDING
+                QueryRetrieveStatus.PENDING_OPTIONAL_KEYS_NOT_SUPPORTED
+                if query.unsupported
+                else QueryRetrieveStatus.PENDING
             )
             count = 0
             for match in matches:
                 if event.is_cancelled:
                     log.info("C-FIND from %s cancelled after %d matches", info.peer, count)
-                    yield int(Status.CANCEL), None
+                    yield int(QueryRetrieveStatus.CANCEL), None
                     return
                 count += 1
                 yield int(pending), match
-        except IdentifierError as exc:
+        except InvalidRequest as exc:  # IdentifierError: it does not fit the model
             log.warning("C-FIND from %s refused: %s", info.peer, exc)
-            yield status_dataset(Status.FAILURE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc)), None
+            yield status_dataset(status_for(exc, Service.FIND), str(exc)), None
             return
         except Exception as exc:  # an undecodable identifier or an index failure
             log.exception("C-FIND from %s failed", info.peer)
-            yield status_dataset(Status.FAILURE_UNABLE_TO_PROCESS, str(exc)), None
+            yield status_dataset(status_for(exc, Service.FIND), str(exc)), None
             return
         log.info("C-FIND %s from %s: %d matches", query.level, info.peer, count)
 
@@ -368,7 +379,10 @@ class QueryRetrieveService:
     def _get(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
         if Role.RETRIEVE not in info.roles:
             retrieval.outcome = "refused: peer has no retrieve role"
-            refusal = (Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no retrieve role")
+            refusal = (
+                QueryRetrieveStatus.FAILURE_REFUSED_NOT_AUTHORIZED,
+                "peer has no retrieve role",
+            )
             yield from self._sub_operations(event, [], refusal, retrieval)
             return
         rows, failure = self._resolve(event, info, retrieval)
@@ -380,7 +394,7 @@ class QueryRetrieveService:
         self,
         event: Any,
         items: list[ArchivedInstance],
-        failure: tuple[Status, str] | None,
+        failure: tuple[QueryRetrieveStatus, str] | None,
         retrieval: Retrieval,
     ) -> Iterator[Any]:
         """The yields after the destination: the count, then one per sub-operation."""
@@ -398,33 +412,56 @@ class QueryRetrieveService:
         for done, item in enumerate(items):
             if event.is_cancelled:
                 retrieval.outcome = f"cancelled after {done} sub-operations"
-                yield int(Status.CANCEL), None
+                yield int(QueryRetrieveStatus.CANCEL), None
                 return
-            yield int(Status.PENDING), item
+            yield int(QueryRetrieveStatus.PENDING), item
         retrieval.outcome = "served"
 
     def _resolve(
         self, event: Any, info: AssociationInfo, retrieval: Retrieval
-    ) -> tuple[list[InstanceRow], tuple[Status, str] | None]:
+    ) -> tuple[list[InstanceRow], tuple[QueryRetrieveStatus, str] | None]:
         """The instances the identifier names, or the failure status to answer."""
+        service: Literal[Service.MOVE, Service.GET] = (
+            Service.MOVE if retrieval.via == "C-MOVE" else Service.GET
+        )
         try:
             query = parse_retrieve(_model(event), event.identifier)
-        except IdentifierError as exc:
+        except InvalidRequest as exc:  # IdentifierError: it does not fit the model
             retrieval.outcome = f"refused: {exc}"
             log.warning("%s from %s refused: %s", retrieval.via, info.peer, exc)
-            return [], (Status.FAILURE_IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+            return [], (status_for(exc, service), str(exc))
         except Exception as exc:  # pydicom raises many kinds for a broken identifier
             retrieval.outcome = f"failed: identifier cannot be decoded: {exc}"
-            return [], (Status.FAILURE_UNABLE_TO_PROCESS, f"identifier cannot be decoded: {exc}")
+            return [], (status_for(exc, service), f"identifier cannot be decoded: {exc}")
         try:
             return instances_to_retrieve(self.archive.engine, query), None
         except Exception as exc:
             log.exception("%s from %s: index query failed", retrieval.via, info.peer)
             retrieval.outcome = f"failed: {exc}"
-            return [], (Status.FAILURE_UNABLE_TO_CALCULATE_MATCHES, str(exc))
+            # The archive cannot read its index: a StorageError, whatever the library raised.
+            return [], (status_for(StorageError(str(exc)), service), str(exc))
 
     def _item(self, row: InstanceRow) -> ArchivedInstance:
         return ArchivedInstance(row, self.archive.files.path(row.path))
+
+
+# What pynetdicom's sub-operation counter (its Storage status table) reads as success,
+# warning and failure: a status it would place elsewhere than node.scu.store does is
+# handed to it as its category's first code, so the counts in the C-MOVE/C-GET
+# responses are the ones logged and audited.
+_PYNETDICOM_CATEGORIES = {
+    StoreReply.SUCCESS: (STATUS_SUCCESS, 0x0000),
+    StoreReply.WARNING: (STATUS_WARNING, 0xB000),
+    StoreReply.FAILURE: (STATUS_FAILURE, 0xC000),
+}
+
+
+def _counted_as(status: int) -> int:
+    """``status``, or the code pynetdicom counts in the same category as we do."""
+    category, code = _PYNETDICOM_CATEGORIES[reply_category(status)]
+    if PYNETDICOM_STORE_STATUSES.get(status, (STATUS_FAILURE,))[0] == category:
+        return status
+    return code
 
 
 def _contexts(items: list[ArchivedInstance]) -> list[PresentationContext]:

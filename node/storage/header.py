@@ -95,25 +95,31 @@ def parse_dataset(
     return ds
 
 
-_KEYWORDS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "Modality",
-    "ReferringPhysicianName",
-    "StudyDescription",
-    "SeriesDescription",
+# Patient (PS3.3 C.7.1.1) and General Study (C.7.2.1) attributes: the index keeps them
+# (PS3.4 C.6.1.1 keys), and the SR documents the node builds copy them from the study
+# (node.documents.sr_common). The one list of them.
+PATIENT_STUDY_KEYWORDS = (
     "PatientName",
     "PatientID",
     "IssuerOfPatientID",
     "PatientBirthDate",
     "PatientSex",
     "StudyInstanceUID",
-    "SeriesInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
     "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
+_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    *PATIENT_STUDY_KEYWORDS,
+    "SeriesInstanceUID",
+    "Modality",
     "SeriesNumber",
+    "SeriesDescription",
     "InstanceNumber",
 )
 _KEYWORD_TAGS = {keyword: int(Tag(keyword)) for keyword in _KEYWORDS}

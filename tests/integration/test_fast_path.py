@@ -25,7 +25,7 @@ from node.config import NodeConfig
 from node.identity import IMPLEMENTATION_CLASS_UID
 from node.net import dimse, pdu
 from node.net.link import Link, PeerClosed
-from node.net.status import Status
+from node.net.status import StorageStatus
 from tests.helpers import ct_dataset, dataset_bytes, run, tool, write_part10
 from tests.integration.scu import store_status
 from tests.integration.test_store_robustness import archive_files, instance_count, temp_files
@@ -108,7 +108,7 @@ def test_request_with_mpps_goes_to_pynetdicom(node: Node) -> None:
     assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOM_NODE")
     assert assoc.is_established
     try:
-        assert store_status(assoc, ct_dataset()) == Status.SUCCESS
+        assert store_status(assoc, ct_dataset()) == StorageStatus.SUCCESS
     finally:
         assoc.release()
     assert node.fast_path is not None and node.fast_path.served == 0
@@ -177,7 +177,7 @@ def test_one_store_then_malformed_command(node: Node, tmp_path: Path) -> None:
         assert not isinstance(reply, int)
         assert dimse.us(reply.command, dimse.COMMAND_FIELD) == dimse.C_STORE_RSP
         assert dimse.us(reply.command, dimse.MESSAGE_ID_BEING_RESPONDED_TO) == 5
-        assert dimse.us(reply.command, dimse.STATUS) == Status.SUCCESS
+        assert dimse.us(reply.command, dimse.STATUS) == StorageStatus.SUCCESS
         link.send_message(1, b"\x08\x00\x00\x00\x04\x00\x00\x00", None, 0)  # not group 0000
         expect_abort(link)
     assert instance_count(node) == 1

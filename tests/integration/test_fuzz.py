@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.net import dimse, pdu
-from node.net.status import Status
+from node.net.status import StorageStatus, VerificationStatus
 from node.storage import audit
 from node.storage.database import instances
 from tests.helpers import ct_dataset, dataset_bytes, write_part10
@@ -216,9 +216,11 @@ def check_node(node: Node, where: str) -> None:
     if node.fast_path is not None:
         assert node.fast_path.wait_idle(time.monotonic() + 30), f"{where}: fast path busy"
     with association(node.port, aet="CHECK") as assoc:
-        assert assoc.send_c_echo().Status == Status.SUCCESS, f"{where}: no C-ECHO answer"
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS, (
+            f"{where}: no C-ECHO answer"
+        )
         clean = ct_dataset(size=8)  # and it still archives a well-formed instance
-        assert assoc.send_c_store(clean).Status == Status.SUCCESS, f"{where}: store refused"
+        assert assoc.send_c_store(clean).Status == StorageStatus.SUCCESS, f"{where}: store refused"
     root = node.archive.files.root
     leftovers = list((root / ".tmp").iterdir())
     assert leftovers == [], f"{where}: temporary files left: {leftovers[:3]}"

@@ -8,7 +8,7 @@ import pytest
 from pydicom.tag import Tag
 
 from node.app import Node
-from node.net.status import Status
+from node.net.status import MppsStatus
 from tests.helpers import ct_dataset
 from tests.integration.mpps_scu import MppsClient, create_attributes, final_attributes
 
@@ -27,35 +27,35 @@ def client(node: Node) -> Iterator[MppsClient]:
 
 def test_create_then_complete(client: MppsClient) -> None:
     status, uid = client.create(create_attributes())
-    assert status.Status == Status.SUCCESS
+    assert status.Status == MppsStatus.SUCCESS
     done = client.set(uid, final_attributes({"1.2.3.4": [ct_dataset()]}))
-    assert done.Status == Status.SUCCESS
+    assert done.Status == MppsStatus.SUCCESS
 
 
 def test_create_not_in_progress_is_invalid_value(client: MppsClient) -> None:
     status, _ = client.create(create_attributes(PerformedProcedureStepStatus="COMPLETED"))
-    assert status.Status == Status.FAILURE_INVALID_ATTRIBUTE_VALUE
+    assert status.Status == MppsStatus.FAILURE_INVALID_ATTRIBUTE_VALUE
     # pynetdicom's N-CREATE response carries no Attribute Identifier List: the comment names it.
     assert "IN PROGRESS" in status.ErrorComment
 
 
 def test_duplicate_create(client: MppsClient) -> None:
     status, uid = client.create(create_attributes())
-    assert status.Status == Status.SUCCESS
+    assert status.Status == MppsStatus.SUCCESS
     again, _ = client.create(create_attributes(), uid=uid)
-    assert again.Status == Status.FAILURE_DUPLICATE_SOP_INSTANCE
+    assert again.Status == MppsStatus.FAILURE_DUPLICATE_SOP_INSTANCE
 
 
 def test_set_of_unknown_instance(client: MppsClient) -> None:
     status = client.set("1.2.3.999", final_attributes({"1.2.3": []}, status="IN PROGRESS"))
-    assert status.Status == Status.FAILURE_NO_SUCH_SOP_INSTANCE
+    assert status.Status == MppsStatus.FAILURE_NO_SUCH_SOP_INSTANCE
 
 
 def test_set_after_final_state(client: MppsClient) -> None:
     _, uid = client.create(create_attributes())
     assert client.set(uid, final_attributes({"1.2.3": []}, "DISCONTINUED")).Status == 0
     late = client.set(uid, final_attributes({"1.2.3": []}))
-    assert late.Status == Status.FAILURE_PROCESSING
+    assert late.Status == MppsStatus.FAILURE_PROCESSING
     assert late.ErrorID == 0xA710
 
 
@@ -64,19 +64,19 @@ def test_set_of_attribute_fixed_at_create(client: MppsClient) -> None:
     change = final_attributes({"1.2.3": []}, "IN PROGRESS")
     change.PatientID = "OTHER"
     status = client.set(uid, change)
-    assert status.Status == Status.FAILURE_INVALID_ATTRIBUTE_VALUE
+    assert status.Status == MppsStatus.FAILURE_INVALID_ATTRIBUTE_VALUE
     assert attribute_tags(status) == [Tag("PatientID")]
 
 
 def test_missing_type1_attribute(client: MppsClient) -> None:
     status, _ = client.create(create_attributes(PerformedStationAETitle=None))
-    assert status.Status == Status.FAILURE_MISSING_ATTRIBUTE
+    assert status.Status == MppsStatus.FAILURE_MISSING_ATTRIBUTE
     assert "PerformedStationAETitle" in status.ErrorComment
 
 
 def test_empty_type1_attribute(client: MppsClient) -> None:
     status, _ = client.create(create_attributes(PerformedProcedureStepID=""))
-    assert status.Status == Status.FAILURE_MISSING_ATTRIBUTE_VALUE
+    assert status.Status == MppsStatus.FAILURE_MISSING_ATTRIBUTE_VALUE
 
 
 def test_completed_needs_end_time(client: MppsClient) -> None:
@@ -85,6 +85,6 @@ def test_completed_needs_end_time(client: MppsClient) -> None:
     del change.PerformedProcedureStepEndTime
     status = client.set(uid, change)
     assert status.Status in (
-        Status.FAILURE_MISSING_ATTRIBUTE,
-        Status.FAILURE_MISSING_ATTRIBUTE_VALUE,
+        MppsStatus.FAILURE_MISSING_ATTRIBUTE,
+        MppsStatus.FAILURE_MISSING_ATTRIBUTE_VALUE,
     )

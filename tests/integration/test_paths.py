@@ -20,7 +20,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 from node.app import Node
 from node.net import dimse, pdu
 from node.net.link import Link, Message, PeerClosed
-from node.net.status import Status
+from node.net.status import StorageStatus, VerificationStatus
 from node.storage import audit
 from tests.helpers import ct_dataset, dataset_bytes, write_part10
 from tests.integration.test_store_robustness import archive_files, instance_count, temp_files
@@ -119,9 +119,9 @@ def test_store_of_another_sop_class_than_the_context_is_refused(
     data = dataset_bytes(write_part10(mr, node_any_path.archive.files.root.parent / "mr.dcm"))
     with raw_association(node_any_path.port) as (link, _):
         answer = store(link, 3, dimse.store_request(7, MR, mr.SOPInstanceUID), data)
-        assert dimse.us(answer, dimse.STATUS) == Status.FAILURE_SOP_CLASS_NOT_SUPPORTED
+        assert dimse.us(answer, dimse.STATUS) == StorageStatus.FAILURE_SOP_CLASS_NOT_SUPPORTED
         assert dimse.text(answer, dimse.AFFECTED_SOP_INSTANCE_UID) == mr.SOPInstanceUID
-        assert echo(link) == Status.SUCCESS  # the association goes on
+        assert echo(link) == VerificationStatus.SUCCESS  # the association goes on
         release(link)
     assert instance_count(node_any_path) == 0 and archive_files(node_any_path) == []
     assert failures(node_any_path) == ["FAILURE_SOP_CLASS_NOT_SUPPORTED"]
@@ -133,10 +133,10 @@ def test_store_on_the_verification_context_is_refused(node_any_path: Node, fast_
     data = dataset_bytes(write_part10(ds, node_any_path.archive.files.root.parent / "ct.dcm"))
     with raw_association(node_any_path.port) as (link, _):
         answer = store(link, 1, dimse.store_request(7, CT, ds.SOPInstanceUID), data)
-        assert dimse.us(answer, dimse.STATUS) == Status.FAILURE_SOP_CLASS_NOT_SUPPORTED
+        assert dimse.us(answer, dimse.STATUS) == StorageStatus.FAILURE_SOP_CLASS_NOT_SUPPORTED
         # The same instance on its own context is stored: nothing was held against it.
         answer = store(link, 3, dimse.store_request(7, CT, ds.SOPInstanceUID), data)
-        assert dimse.us(answer, dimse.STATUS) == Status.SUCCESS
+        assert dimse.us(answer, dimse.STATUS) == StorageStatus.SUCCESS
         release(link)
     assert instance_count(node_any_path) == 1
     assert failures(node_any_path) == ["FAILURE_SOP_CLASS_NOT_SUPPORTED"]
@@ -152,9 +152,9 @@ def test_store_without_a_valid_instance_uid_gets_a_failure_status(
     data = dataset_bytes(write_part10(ct_dataset(), node_any_path.archive.files.root.parent / "a"))
     with raw_association(node_any_path.port) as (link, _):
         answer = store(link, 3, dimse.store_request(7, CT, uid), data)
-        assert dimse.us(answer, dimse.STATUS) == Status.FAILURE_CANNOT_UNDERSTAND
+        assert dimse.us(answer, dimse.STATUS) == StorageStatus.FAILURE_CANNOT_UNDERSTAND
         assert dimse.AFFECTED_SOP_INSTANCE_UID not in answer  # not a UID: not sent back
-        assert echo(link) == Status.SUCCESS
+        assert echo(link) == VerificationStatus.SUCCESS
         release(link)
     assert instance_count(node_any_path) == 0 and temp_files(node_any_path) == []
     assert failures(node_any_path) == ["FAILURE_CANNOT_UNDERSTAND"]
@@ -197,7 +197,7 @@ def test_non_ascii_transfer_syntax_is_answered_and_the_node_serves_on(
             results = {cx.id: cx.result for cx in accept.contexts}
             assert results == {1: 0, 3: 0, 5: pdu.CONTEXT_TRANSFER_SYNTAXES_NOT_SUPPORTED}
             answer = store(link, 3, dimse.store_request(7, CT, ds.SOPInstanceUID), data)
-            assert dimse.us(answer, dimse.STATUS) == Status.SUCCESS
+            assert dimse.us(answer, dimse.STATUS) == StorageStatus.SUCCESS
             release(link)
         assert node_any_path.fast_path is not None
         assert node_any_path.fast_path.served == 1
@@ -214,7 +214,7 @@ def test_non_ascii_transfer_syntax_is_answered_and_the_node_serves_on(
     assert "Traceback" not in caplog.text
     assert all("\n" not in r.getMessage() and not r.exc_info for r in caplog.records)
     with raw_association(node_any_path.port) as (link, _):
-        assert echo(link) == Status.SUCCESS
+        assert echo(link) == VerificationStatus.SUCCESS
         release(link)
 
 
@@ -230,7 +230,7 @@ def test_malformed_requests_do_not_lock_peers_out(node_any_path: Node) -> None:
                 pass
     # An association right after is accepted, not refused for 30 s (node.acse_timeout).
     with raw_association(node_any_path.port) as (link, _):
-        assert echo(link) == Status.SUCCESS
+        assert echo(link) == VerificationStatus.SUCCESS
         release(link)
 
 
@@ -249,5 +249,5 @@ def test_non_ascii_calling_ae_title_gets_one_answer(
     assert "Traceback" not in caplog.text
     assert node_any_path.fast_path is None or node_any_path.fast_path.served == 0
     with raw_association(node_any_path.port) as (link, _):
-        assert echo(link) == Status.SUCCESS
+        assert echo(link) == VerificationStatus.SUCCESS
         release(link)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.config import NodeConfig
-from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, StorageStatus
 from node.storage import audit
 from node.storage.database import duplicates, instances
 from tests.helpers import ct_dataset, dataset_bytes, sha256
@@ -70,8 +70,8 @@ def test_concurrent_stores_of_one_uid_keep_the_acknowledged_bytes(any_node: Node
     assert len(rows) == len(aside) == PAIRS
     for n, (first, second) in enumerate(pairs):
         got = (statuses["SENDER_A"][n], statuses["SENDER_B"][n])
-        assert sorted(got) == sorted((Status.SUCCESS, DUPLICATE_CONFLICT_STATUS)), got
-        winner, loser = (first, second) if got[0] == Status.SUCCESS else (second, first)
+        assert sorted(got) == sorted((StorageStatus.SUCCESS, DUPLICATE_CONFLICT_STATUS)), got
+        winner, loser = (first, second) if got[0] == StorageStatus.SUCCESS else (second, first)
         row = rows[first.SOPInstanceUID]
         archived = node.archive.files.path(row.path)
         # The index, the file and the acknowledgement all name the same sender's bytes.
@@ -89,7 +89,7 @@ def test_identical_data_set_from_a_second_calling_ae_is_a_duplicate(any_node: No
     for aet in ("MODALITY_1", "PACS_2"):
         with association(node.port, aet=aet) as assoc:
             response = assoc.send_c_store(ds)
-            assert response.Status == Status.SUCCESS
+            assert response.Status == StorageStatus.SUCCESS
             assert "ErrorComment" not in response
     with node.archive.engine.connect() as conn:
         (row,) = conn.execute(select(instances)).all()
@@ -118,7 +118,7 @@ def test_concurrent_identical_stores_from_two_senders_are_both_acknowledged(
 
     with ThreadPoolExecutor(2) as pool:
         results = [f.result() for f in [pool.submit(sender, a) for a in ("SITE_A", "SITE_B")]]
-    assert results == [[Status.SUCCESS] * PAIRS] * 2
+    assert results == [[StorageStatus.SUCCESS] * PAIRS] * 2
     with node.archive.engine.connect() as conn:
         rows = conn.execute(select(instances)).all()
         assert conn.execute(select(duplicates)).all() == []

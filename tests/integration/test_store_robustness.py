@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.config import NodeConfig
-from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, StorageStatus, VerificationStatus
 from node.storage import audit
 from node.storage.database import duplicates, instances
 from node.storage.files import FileStore
@@ -84,9 +84,9 @@ def test_malformed_dataset_fails_and_association_continues(node: Node, tmp_path:
     meta_end = data.index(b"\x08\x00\x05\x00")  # first data set element
     broken.write_bytes(data[:meta_end] + b"\x08\x00\x16\x00UI\xff\x00" + b"1.2")
     with association(node.port) as assoc:
-        assert store_status(assoc, broken) == Status.FAILURE_CANNOT_UNDERSTAND
-        assert store_status(assoc, good) == Status.SUCCESS
-        assert assoc.send_c_echo().Status == Status.SUCCESS
+        assert store_status(assoc, broken) == StorageStatus.FAILURE_CANNOT_UNDERSTAND
+        assert store_status(assoc, good) == StorageStatus.SUCCESS
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert instance_count(node) == 1
     assert len(archive_files(node)) == 1
     assert temp_files(node) == []
@@ -96,7 +96,7 @@ def test_malformed_dataset_fails_and_association_continues(node: Node, tmp_path:
 def test_invalid_uid_is_refused_and_never_a_path(node: Node) -> None:
     ds = ct_dataset(SeriesInstanceUID="../../etc/passwd")
     with association(node.port) as assoc:
-        assert store_status(assoc, ds) == Status.FAILURE_CANNOT_UNDERSTAND
+        assert store_status(assoc, ds) == StorageStatus.FAILURE_CANNOT_UNDERSTAND
     assert archive_files(node) == []
     assert not any("passwd" in str(p) for p in node.archive.files.root.rglob("*"))
 
@@ -108,15 +108,15 @@ def test_request_and_dataset_uid_mismatch(node: Node, tmp_path: Path) -> None:
     other = ds.SOPInstanceUID[:-1] + ("1" if ds.SOPInstanceUID[-1] != "1" else "2")
     path.write_bytes(path.read_bytes().replace(ds.SOPInstanceUID.encode(), other.encode(), 1))
     with association(node.port) as assoc:
-        assert store_status(assoc, path) == Status.FAILURE_DATASET_DOES_NOT_MATCH_SOP_CLASS
+        assert store_status(assoc, path) == StorageStatus.FAILURE_DATASET_DOES_NOT_MATCH_SOP_CLASS
     assert archive_files(node) == []
 
 
 def test_identical_duplicate_is_idempotent(node: Node) -> None:
     ds = ct_dataset()
     with association(node.port) as assoc:
-        assert store_status(assoc, ds) == Status.SUCCESS
-        assert store_status(assoc, ds) == Status.SUCCESS
+        assert store_status(assoc, ds) == StorageStatus.SUCCESS
+        assert store_status(assoc, ds) == StorageStatus.SUCCESS
     assert instance_count(node) == 1
     events = [r.event for r in audit.records(node.archive.engine)]
     assert events.count("instance-stored") == 1
@@ -128,7 +128,7 @@ def test_conflicting_duplicate_keeps_first_and_sets_second_aside(node: Node) -> 
     second = ct_dataset(seed=2)
     second.SOPInstanceUID = first.SOPInstanceUID
     with association(node.port) as assoc:
-        assert store_status(assoc, first) == Status.SUCCESS
+        assert store_status(assoc, first) == StorageStatus.SUCCESS
         (stored,) = archive_files(node)
         before = sha256(stored)
         assert store_status(assoc, second) == DUPLICATE_CONFLICT_STATUS
@@ -146,8 +146,8 @@ def test_conflicting_duplicate_keeps_first_and_sets_second_aside(node: Node) -> 
 def test_peer_without_store_role_is_refused(start_on_path: Callable[..., Node]) -> None:
     node = start_on_path(peers=[{"ae_title": "QUERIER", "host": "127.0.0.1", "roles": ["query"]}])
     with association(node.port, aet="QUERIER") as assoc:
-        assert store_status(assoc, ct_dataset()) == Status.FAILURE_REFUSED_NOT_AUTHORIZED
-        assert assoc.send_c_echo().Status == Status.SUCCESS
+        assert store_status(assoc, ct_dataset()) == StorageStatus.FAILURE_REFUSED_NOT_AUTHORIZED
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert instance_count(node) == 0
 
 
@@ -165,9 +165,9 @@ def test_disk_full_answers_out_of_resources_without_residue(
 ) -> None:
     node = start_on_path(files=FullDisk)
     with association(node.port) as assoc:
-        assert store_status(assoc, ct_dataset()) == Status.FAILURE_OUT_OF_RESOURCES
-        assert store_status(assoc, ct_dataset()) == Status.FAILURE_OUT_OF_RESOURCES
-        assert assoc.send_c_echo().Status == Status.SUCCESS
+        assert store_status(assoc, ct_dataset()) == StorageStatus.FAILURE_OUT_OF_RESOURCES
+        assert store_status(assoc, ct_dataset()) == StorageStatus.FAILURE_OUT_OF_RESOURCES
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert archive_files(node) == []
     assert temp_files(node) == []
     assert instance_count(node) == 0
@@ -178,5 +178,5 @@ def test_implicit_vr_store_through_pynetdicom(node: Node, tmp_path: Path) -> Non
     ds = ct_dataset()
     path = write_part10(ds, tmp_path / "e.dcm", ExplicitVRLittleEndian)
     with association(node.port) as assoc:
-        assert store_status(assoc, path) == Status.SUCCESS
+        assert store_status(assoc, path) == StorageStatus.SUCCESS
     assert instance_count(node) == 1

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from node.app import Node
 from node.config import NodeConfig
-from node.net.status import Status
+from node.net.status import StorageStatus, VerificationStatus
 from node.storage.database import instances
 from tests.helpers import ct_dataset, split_part10, write_part10
 
@@ -103,10 +103,10 @@ def test_malformed_data_set_is_answered_0xc000_naming_the_offset(
     _meta, data = split_part10((tmp_path / "good.dcm").read_bytes())
     with raw_association(any_node.port, ["1.2.840.10008.1.2.1"]) as assoc:
         response = send_file(assoc, broken)
-        assert response.Status == Status.FAILURE_CANNOT_UNDERSTAND
+        assert response.Status == StorageStatus.FAILURE_CANNOT_UNDERSTAND
         assert response.ErrorComment.startswith(f"malformed at byte {where(data)}: ")
-        assert send_file(assoc, tmp_path / "good.dcm").Status == Status.SUCCESS
-        assert assoc.send_c_echo().Status == Status.SUCCESS
+        assert send_file(assoc, tmp_path / "good.dcm").Status == StorageStatus.SUCCESS
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert archived(any_node) == 1
     assert list((any_node.archive.files.root / ".tmp").iterdir()) == []
 
@@ -120,9 +120,9 @@ def test_implicit_vr_bytes_on_an_explicit_vr_context(any_node: Node, tmp_path: P
     lying.write_bytes(explicit_meta + data)  # says Explicit VR, holds Implicit VR bytes
     with raw_association(any_node.port, ["1.2.840.10008.1.2.1"]) as assoc:
         response = send_file(assoc, lying)
-        assert response.Status == Status.FAILURE_CANNOT_UNDERSTAND
+        assert response.Status == StorageStatus.FAILURE_CANNOT_UNDERSTAND
         assert response.ErrorComment.startswith("malformed at byte 0: invalid VR")
-        assert assoc.send_c_echo().Status == Status.SUCCESS
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert archived(any_node) == 0
     assert meta != explicit_meta
 
@@ -155,7 +155,7 @@ def test_deflate_bomb_is_stored_in_bounded_memory(any_node: Node, tmp_path: Path
             _now, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-    assert response.Status == Status.SUCCESS  # well formed, and under the 4 GiB default
+    assert response.Status == StorageStatus.SUCCESS  # well formed, and under the 4 GiB default
     assert peak < 64 << 20, f"peak {peak >> 20} MiB while receiving the deflated instance"
     assert archived(any_node) == 1
 
@@ -172,7 +172,7 @@ def test_deflated_beyond_the_ceiling_is_refused(
     bomb = deflate_bomb(tmp_path, 256 << 20)
     with raw_association(node.port, [DeflatedExplicitVRLittleEndian]) as assoc:
         response = send_file(assoc, bomb)
-        assert response.Status == Status.FAILURE_CANNOT_UNDERSTAND
+        assert response.Status == StorageStatus.FAILURE_CANNOT_UNDERSTAND
         assert "storage.max_inflated_size" in response.ErrorComment
-        assert assoc.send_c_echo().Status == Status.SUCCESS
+        assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert archived(node) == 0

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from node.app import Node
 from node.config import NodeConfig, load_config
-from node.net.status import DUPLICATE_CONFLICT_STATUS, Status
+from node.net.status import DUPLICATE_CONFLICT_STATUS, StorageStatus
 from node.storage import archive as archive_module
 from node.storage import audit
 from node.storage.database import duplicates, instances
@@ -93,7 +93,7 @@ def test_start_after_an_unclean_stop_adopts_whole_files_and_sets_aside_the_rest(
     again = ct_dataset(number=2, seed=2)
     again.SOPInstanceUID = truncated.stem
     with association(node.port) as assoc:
-        assert assoc.send_c_store(again).Status == Status.SUCCESS
+        assert assoc.send_c_store(again).Status == StorageStatus.SUCCESS
     assert str(truncated.relative_to(root)) in rows(node)
 
 
@@ -110,7 +110,7 @@ def test_after_a_clean_stop_a_new_copy_sets_an_unindexed_file_aside(
     assert not (tmp_path / "archive" / ".clean-stop").exists()
     assert stale.exists() and rows(node) == {}
     with association(node.port) as assoc:
-        assert assoc.send_c_store(fresh).Status == Status.SUCCESS
+        assert assoc.send_c_store(fresh).Status == StorageStatus.SUCCESS
     (row,) = rows(node).values()
     assert sha256(stale) == row.sha256  # type: ignore[attr-defined]
     assert stale.read_bytes().endswith(encoded(fresh))
@@ -135,14 +135,14 @@ def test_a_file_another_process_still_writes_is_waited_for(
     try:
         with association(node.port) as assoc:
             response = assoc.send_c_store(ds)
-            assert response.Status == Status.FAILURE_OUT_OF_RESOURCES
+            assert response.Status == StorageStatus.FAILURE_OUT_OF_RESOURCES
             assert response.ErrorComment.startswith("another process is still storing")
         assert rows(node) == {}
         other.remove()  # that writer fails: its file goes, and the name is free
     finally:
         other.release()
     with association(node.port) as assoc:
-        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+        assert assoc.send_c_store(ds).Status == StorageStatus.SUCCESS
     assert list(rows(node)) == [str(relpath)]
 
 
@@ -152,7 +152,7 @@ def test_status_counts_what_is_on_disk_and_in_the_index(
     config_file = write_config(tmp_path / "node.yaml", config_dict(tmp_path))
     node = start_node(load_config(config_file))
     with association(node.port) as assoc:
-        assert assoc.send_c_store(ct_dataset(number=1, seed=1)).Status == Status.SUCCESS
+        assert assoc.send_c_store(ct_dataset(number=1, seed=1)).Status == StorageStatus.SUCCESS
     node.stop(grace=2)
     root = tmp_path / "archive"
     left_behind(root, number=2)
@@ -173,12 +173,12 @@ def test_status_counts_what_is_on_disk_and_in_the_index(
 def test_a_resend_restores_an_archived_file_that_went_missing(node: Node) -> None:
     ds = ct_dataset(number=4, seed=4)
     with association(node.port) as assoc:
-        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+        assert assoc.send_c_store(ds).Status == StorageStatus.SUCCESS
     (row,) = rows(node).values()
     archived = node.archive.files.path(row.path)  # type: ignore[attr-defined]
     archived.unlink()  # lost behind the archive's back (a restore, an operator, a disk)
     with association(node.port) as assoc:
-        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+        assert assoc.send_c_store(ds).Status == StorageStatus.SUCCESS
     assert sha256(archived) == row.sha256  # type: ignore[attr-defined]
     (restored,) = events(node, "duplicate-identical")
     assert restored.details["restored_missing_file"] is True
@@ -218,7 +218,7 @@ def test_an_unindexed_copy_of_an_instance_archived_elsewhere_is_set_aside_once(
     first = start_node(config)
     ds = ct_dataset(number=7, seed=7)
     with association(first.port) as assoc:
-        assert assoc.send_c_store(ds).Status == Status.SUCCESS
+        assert assoc.send_c_store(ds).Status == StorageStatus.SUCCESS
     first.stop(grace=2)
     moved = ct_dataset(number=7, seed=7, study_uid="1.2.3.99", series_uid="1.2.3.99.1")
     moved.SOPInstanceUID = ds.SOPInstanceUID
