@@ -72,9 +72,9 @@ class _CurrentStderr(logging.StreamHandler[Any]):
 GC_FIRST_GENERATION_THRESHOLD = 50_000
 
 
-def configure_libraries(config: NodeConfig) -> None:
-    """Set logging, library globals and the garbage-collector policy: the composition
-    root's alone, idempotent (each command calls it once, the tests per node)."""
+def configure_library_globals() -> None:
+    """Library globals and the garbage-collector policy: the composition root's alone,
+    idempotent; every command with a configuration gets them (``cli.common.load``)."""
     # Building a 1000-reference document allocates tens of thousands of container objects
     # that all stay alive until it is stored; at the default threshold the collector ran
     # some eighty passes over them, one over the whole heap, for a third of the build time
@@ -87,6 +87,16 @@ def configure_libraries(config: NodeConfig) -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     # Outbound C-STORE of a Path sends the stored bytes from the file (node.scu.store).
     _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def configure_libraries(config: NodeConfig) -> None:
+    """:func:`configure_library_globals` and the node's log lines on stderr, for the
+    commands that run the node's services (``serve``, ``send``) and the tests' nodes.
+
+    One-shot commands keep to their own one-line messages: pynetdicom's log lines about
+    the same event would only repeat them.
+    """
+    configure_library_globals()
     root = logging.getLogger()
     if not any(getattr(h, "_dicom_node", False) for h in root.handlers):
         handler = _CurrentStderr()

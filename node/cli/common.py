@@ -60,9 +60,9 @@ def load(args: argparse.Namespace) -> NodeConfig:
     here, once, before it does anything else (node.app is the composition root).
     """
     config = load_config(config_path(args))
-    from node.app import configure_libraries
+    from node.app import configure_library_globals
 
-    configure_libraries(config)
+    configure_library_globals()
     return config
 
 

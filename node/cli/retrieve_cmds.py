@@ -135,7 +135,7 @@ def _run(
 ) -> int:
     from node.app import open_archive
     from node.retrieve.client import retrieve
-    from node.retrieve.report import ObjectResult
+    from node.retrieve.result import ObjectResult
 
     archive = open_archive(config)  # not prepare(): a serving node may share it
 
@@ -147,20 +147,20 @@ def _run(
             print(f"{'':9} {check.describe()}", flush=True)
 
     try:
-        report = retrieve(config, archive, source, requests, args.method, progress=show)
+        retrieved = retrieve(config, archive, source, requests, args.method, progress=show)
     finally:
         archive.engine.dispose()
-    for note in report.notes:
+    for note in retrieved.notes:
         print(f"note: {note}", file=sys.stderr)
-    for request in report.requests:
+    for request in retrieved.requests:
         print(request.describe())
     if args.out is not None:
-        _copy_out(args.out, [(o.sop_instance_uid, o.path) for o in report.objects if o.arrived])
-    good = sum(1 for o in report.objects if o.ok)
+        _copy_out(args.out, [(o.sop_instance_uid, o.path) for o in retrieved.objects if o.arrived])
+    good = sum(1 for o in retrieved.objects if o.ok)
     service = f"C-{args.method.upper()}"
-    verdict = f"{good} of {len(report.objects)} objects retrieved intact from {source.name} "
+    verdict = f"{good} of {len(retrieved.objects)} objects retrieved intact from {source.name} "
     verdict += f"({source.ae_title}) by {service}"
-    if report.ok:
+    if retrieved.ok:
         print(verdict)
         return EXIT_OK
     print(f"{verdict}: retrieve FAILED")

@@ -24,10 +24,11 @@ def register(sub: Any) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from node.app import build_node, ensure_development_key
+    from node.app import build_node, configure_libraries, ensure_development_key
     from node.preflight import check_serve, hold_archive
 
     config = load(args)
+    configure_libraries(config)
     # Everything that can be checked is checked before anything is written (node.preflight),
     # and nothing else writes before this process holds the archive.
     check_serve(config)

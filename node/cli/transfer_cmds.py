@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from node.app import open_archive
+    from node.app import configure_libraries, open_archive
     from node.documents.publish import DocumentPublisher
     from node.storage.index import study_instances
     from node.transfer.queue import COMPLETED, PARTIAL, REFUSED, RETRYING, TransferQueue
@@ -72,6 +72,7 @@ def run_send(args: argparse.Namespace) -> int:
         )
         if args.queue_only:
             return EXIT_OK
+        configure_libraries(config)
         sender = TransferSender(config, archive, queue, DocumentPublisher(config, archive))
         state = sender.run(
             transfer_id, lambda done, total: progress(done, total, "sent"), claimed=True

@@ -31,7 +31,7 @@ from node.config import NodeConfig, RemoteAE, Role
 from node.errors import OperationFailed, UsageError
 from node.net.status import StorageStatus
 from node.retrieve.kos_check import KosChecker
-from node.retrieve.report import ObjectResult, Outcome, RequestResult, RetrieveReport
+from node.retrieve.result import ObjectResult, Outcome, RequestResult, RetrieveResult
 from node.scu import retrieve as scu
 from node.scu.request import CANCEL, FAILURE, FinalStatus, RetrieveRequest
 from node.services.receive import StoreRequest, receive_instance
@@ -42,7 +42,7 @@ from node.storage.audit import AuditEvent
 from node.storage.index import find_instance
 from node.storage.uids import is_valid_uid
 
-__all__ = ["RetrieveReport", "RetrieveRequest", "find_series", "retrieve"]
+__all__ = ["RetrieveRequest", "RetrieveResult", "find_series", "retrieve"]
 
 log = logging.getLogger("node.retrieve")
 
@@ -77,29 +77,29 @@ def retrieve(
     requests: Sequence[RetrieveRequest],
     method: str = "get",
     progress: Progress | None = None,
-) -> RetrieveReport:
+) -> RetrieveResult:
     """Retrieve ``requests`` from ``source`` by C-GET or C-MOVE into ``archive``.
 
     Raises UsageError for bad requests and OperationFailed when the source cannot be
     used at all (refused association, unsupported service, node not serving for a
-    C-MOVE); everything else is in the report, whose ``ok`` is the verdict.
+    C-MOVE); everything else is in the result, whose ``ok`` is the verdict.
     """
     if method not in METHODS:
         raise UsageError(f"method must be get or move, not {method!r}")
     work = [chunk for request in requests for chunk in _checked(request).chunks()]
     if not work:
         raise UsageError("nothing to retrieve")
-    report = RetrieveReport()
+    retrieved = RetrieveResult()
     urls = {uid: r.url_for(uid) for r in work for uid in r.sop_instance_uids}
     if method == "get":
-        found = _learn_for_get(config, source, work, report)
+        found = _learn_for_get(config, source, work, retrieved)
         storage_classes = frozenset(found.classes or scu.broad_storage_classes())
         receiver = _Receiver(archive, source, urls, storage_classes)
         statuses = scu.get(config, source, work, found.classes, receiver)
         arrived, errors = receiver.arrived, receiver.errors
     else:
-        _check_serving(config, source, report)
-        found = _enumerate_for_move(config, source, work, report)
+        _check_serving(config, source, retrieved)
+        found = _enumerate_for_move(config, source, work, retrieved)
         head = audit.head_seq(archive.engine)
         statuses = scu.move(config, source, work, config.node.ae_title)
         arrived = _ours(_arrived_since(archive, head, {r.study_uid for r in work}), work, found)
@@ -112,14 +112,14 @@ def retrieve(
             checks = checker.check(plain.study_uid, plain.sop_instance_uid, plain.path)
             result = replace(plain, kos_checks=checks)
         _record(archive, source, method, result)
-        report.objects.append(result)
+        retrieved.objects.append(result)
         if progress is not None:
             progress(result)
-    report.requests.extend(
+    retrieved.requests.extend(
         RequestResult(request, method, status)
         for request, status in zip(work, statuses, strict=True)
     )
-    return report
+    return retrieved
 
 
 def _checked(request: RetrieveRequest) -> RetrieveRequest:
@@ -141,7 +141,7 @@ class _Found:
 
 
 def _learn_for_get(
-    config: NodeConfig, source: RemoteAE, work: list[RetrieveRequest], report: RetrieveReport
+    config: NodeConfig, source: RemoteAE, work: list[RetrieveRequest], retrieved: RetrieveResult
 ) -> _Found:
     """SOP classes for the C-GET contexts: hints, else C-FIND, else a broad set (X.4.3).
 
@@ -156,7 +156,7 @@ def _learn_for_get(
     for i, answer in zip(asked, answers, strict=True):
         request = work[i]
         if answer.matches is None:
-            report.notes.append(answer.problem)
+            retrieved.notes.append(answer.problem)
             known = known and bool(request.sop_class_uids)
             continue
         listed[i] = list(answer.matches)
@@ -166,7 +166,7 @@ def _learn_for_get(
             known = known and bool(wanted) and all(answer.matches.get(u) for u in wanted)
     classes = list(dict.fromkeys(classes))
     if not known or not classes:
-        report.notes.append(
+        retrieved.notes.append(
             "the SOP classes of the objects are not all known (no hint, and C-FIND gave "
             f"none): proposing up to {scu.BROAD_LIMIT} common storage SOP classes"
         )
@@ -175,7 +175,7 @@ def _learn_for_get(
 
 
 def _enumerate_for_move(
-    config: NodeConfig, source: RemoteAE, work: list[RetrieveRequest], report: RetrieveReport
+    config: NodeConfig, source: RemoteAE, work: list[RetrieveRequest], retrieved: RetrieveResult
 ) -> _Found:
     """A C-MOVE of a whole series: list its objects first, to know what must arrive."""
     listed: list[list[str] | None] = [None] * len(work)
@@ -186,11 +186,11 @@ def _enumerate_for_move(
             if answer.matches is not None:
                 listed[i] = list(answer.matches)
             elif answer.problem:
-                report.notes.append(answer.problem)
+                retrieved.notes.append(answer.problem)
     return _Found([], listed)
 
 
-def _check_serving(config: NodeConfig, source: RemoteAE, report: RetrieveReport) -> None:
+def _check_serving(config: NodeConfig, source: RemoteAE, retrieved: RetrieveResult) -> None:
     host, port = scu.local_address(config)
     if not scu.is_serving(config):
         raise OperationFailed(
@@ -199,7 +199,7 @@ def _check_serving(config: NodeConfig, source: RemoteAE, report: RetrieveReport)
         )
     peer = config.peer_for(source.ae_title)
     if config.peers and (peer is None or Role.STORE not in peer.roles):
-        report.notes.append(
+        retrieved.notes.append(
             f"{source.ae_title} is not a configured peer with the store role: the node "
             "will refuse the C-MOVE sub-operations"
         )

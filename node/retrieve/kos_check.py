@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import KeyObjectSelectionDocumentStorage
 
-from node.retrieve.report import KosCheck
+from node.retrieve.result import KosCheck
 from node.signatures import check_reference, verify_file
 from node.storage.archive import Archive
 from node.storage.index import study_instances

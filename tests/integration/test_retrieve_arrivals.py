@@ -25,7 +25,7 @@ from node.app import configure_libraries
 from node.config import parse_config
 from node.net.status import StorageStatus
 from node.retrieve.client import RetrieveRequest, retrieve
-from node.retrieve.report import Outcome
+from node.retrieve.result import Outcome
 from node.storage import audit
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent

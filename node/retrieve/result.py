@@ -81,7 +81,7 @@ class RequestResult:
 
 
 @dataclass
-class RetrieveReport:
+class RetrieveResult:
     objects: list[ObjectResult] = field(default_factory=list)
     requests: list[RequestResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
