@@ -27,6 +27,7 @@ from node.net.requestor import (
     request_association,
 )
 from node.net.tls import client_context
+from node.pynetdicom_compat import ever_connected, transport_socket
 
 log = logging.getLogger("node.scu")
 
@@ -37,7 +38,7 @@ def set_nodelay(event: Any) -> None:
     Without it the last segment of each message waits for the peer's delayed ACK, and
     every C-STORE costs tens of milliseconds on loopback (both as SCU and as SCP).
     """
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    sock = transport_socket(event.assoc)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -95,7 +96,7 @@ def associate(
         # pynetdicom reports a refused TCP connection as an abort without a socket; a
         # peer that closes without answering has closed the socket too, so remember
         # whether the connection was ever made.
-        connected = bool(opened) or getattr(assoc.dul.socket, "_is_connected", False)
+        connected = bool(opened) or ever_connected(assoc)
         if assoc.is_rejected or rejections:
             why = "rejected the association"
             if rejections:

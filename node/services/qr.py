@@ -8,10 +8,10 @@ with the Completed/Failed/Warning counts and the Failed SOP Instance UID List, C
 Sub-operations send the archived files untouched. pynetdicom hands every data set a
 handler yields to ``Association.send_c_store``, which would encode it anew (pydicom
 drops group lengths, deflates again, may change a VR). So the handlers yield
-:class:`ArchivedInstance` stand-ins, and the association carrying the sub-operations
-(the requestor's own for C-GET, the sub-association pynetdicom opens for C-MOVE) gets an
-:class:`ArchiveSender` as its ``send_c_store``: it sends the stored file through
-:func:`node.scu.store.send_instance` and passes any other data set on unchanged. A
+:class:`ArchivedInstance` stand-ins, and on the association carrying the sub-operations
+(the requestor's own for C-GET, the sub-association pynetdicom opens for C-MOVE)
+:func:`send_archived` sends the stored file through :func:`node.scu.store.send_instance`
+instead of pynetdicom's ``send_c_store``, which gets any other data set unchanged. A
 stand-in has no file meta, so pynetdicom alone could never send it altered: it fails.
 
 C-GET transfer syntaxes (PS3.4 C.4.3.1, PS3.7 D.3.3.4): the requestor proposes its
@@ -33,13 +33,14 @@ an invalid identifier gets 0xA900 after the sub-association to a known destinati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as STORE_STATUSES
@@ -50,6 +51,7 @@ from node.net.contexts import QR_FIND_SOP_CLASSES, QR_GET_SOP_CLASSES, QR_MOVE_S
 from node.net.status import Status
 from node.net.statusmap import status_dataset
 from node.net.tls import client_context
+from node.pynetdicom_compat import divert_c_store
 from node.query.destinations import move_destination
 from node.query.find import find
 from node.query.identifier import parse_find, parse_retrieve
@@ -239,32 +241,18 @@ class Retrieval:
             log.exception("cannot record %s for %s", event_name, self.via)
 
 
-class ArchiveSender:
-    """``send_c_store`` of an association that carries retrieve sub-operations."""
+def send_archived(assoc: Association, retrieval: Retrieval) -> None:
+    """Make ``assoc`` send :class:`ArchivedInstance` items with ``retrieval``.
 
-    def __init__(self, assoc: Any, original: Callable[..., Dataset], retrieval: Retrieval):
-        self.assoc = assoc
-        self.original = original
-        self.retrieval = retrieval
+    Other data sets go to pynetdicom's ``send_c_store`` unchanged.
+    """
 
-    @classmethod
-    def install(cls, assoc: Any, retrieval: Retrieval) -> None:
-        """Make ``assoc`` send :class:`ArchivedInstance` items with ``retrieval``."""
-        current = assoc.send_c_store
-        original = current.original if isinstance(current, ArchiveSender) else current
-        assoc.send_c_store = cls(assoc, original, retrieval)
-
-    def __call__(
-        self,
-        dataset: Any,
-        msg_id: int = 1,
-        priority: int = 2,
-        originator_aet: str | None = None,
-        originator_id: int | None = None,
-    ) -> Dataset:
+    def divert(dataset: Dataset) -> Dataset | None:
         if isinstance(dataset, ArchivedInstance):
-            return self.retrieval.send(self.assoc, dataset)
-        return self.original(dataset, msg_id, priority, originator_aet, originator_id)
+            return retrieval.send(assoc, dataset)
+        return None
+
+    divert_c_store(assoc, divert)
 
 
 @dataclass
@@ -350,7 +338,7 @@ class QueryRetrieveService:
                 "evt_handlers": [
                     (evt.EVT_CONN_OPEN, set_nodelay),
                     # Before pynetdicom sees the association established, so before any send.
-                    (evt.EVT_ACCEPTED, lambda e: ArchiveSender.install(e.assoc, retrieval)),
+                    (evt.EVT_ACCEPTED, lambda e: send_archived(e.assoc, retrieval)),
                 ],
             },
         )
@@ -373,7 +361,7 @@ class QueryRetrieveService:
             return
         rows, failure = self._resolve(event, info, retrieval)
         items = [self._item(row) for row in rows]
-        ArchiveSender.install(event.assoc, retrieval)
+        send_archived(event.assoc, retrieval)
         yield from self._sub_operations(event, items, failure, retrieval)
 
     def _sub_operations(
