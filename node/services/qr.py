@@ -41,6 +41,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as STORE_STATUSES
@@ -80,7 +82,7 @@ _MODELS = {
 Reply = tuple[int | Dataset, Dataset | None]
 
 
-def prefer_requestor_syntaxes(event: Any) -> None:
+def prefer_requestor_syntaxes(event: Event) -> None:
     """EVT_REQUESTED handler: the requestor's order for contexts it proposes the SCP role in.
 
     Runs before pynetdicom negotiates (which walks the acceptor's syntaxes in order and
@@ -115,7 +117,7 @@ def prefer_requestor_syntaxes(event: Any) -> None:
     acceptor.supported_contexts = contexts
 
 
-def _model(event: Any) -> InformationModel:
+def _model(event: Event) -> InformationModel:
     return _MODELS[str(event.request.AffectedSOPClassUID)]
 
 
@@ -150,7 +152,7 @@ class Retrieval:
     outcome: str = "served"
     _accepted: set[tuple[str, str]] | None = None
 
-    def send(self, assoc: Any, item: ArchivedInstance) -> Dataset:
+    def send(self, assoc: Association, item: ArchivedInstance) -> Dataset:
         """C-STORE ``item``'s file untouched; the peer's status for pynetdicom to count."""
         if self._accepted is None:
             # Only contexts where we may be the Storage SCU (role selection for C-GET).
@@ -261,7 +263,7 @@ class QueryRetrieveService:
     archive: Archive
     associations: AssociationRegistry
 
-    def handle_find(self, event: Any) -> Iterator[Reply]:
+    def handle_find(self, event: Event) -> Iterator[Reply]:
         """EVT_C_FIND handler (PS3.4 C.4.1)."""
         info = self.associations.info(event.assoc)
         if Role.QUERY not in info.roles:
@@ -295,24 +297,25 @@ class QueryRetrieveService:
             return
         log.info("C-FIND %s from %s: %d matches", query.level, info.peer, count)
 
-    def handle_move(self, event: Any) -> Iterator[Any]:
+    def handle_move(self, event: Event) -> Iterator[Any]:
         """EVT_C_MOVE handler (PS3.4 C.4.2): sub-operations to a configured destination."""
         info = self.associations.info(event.assoc)
         request = event.request
+        assert isinstance(request, C_MOVE)  # what pynetdicom hands an EVT_C_MOVE handler
         wanted = str(request.MoveDestination or "").strip()
         retrieval = Retrieval(
             self.archive,
             "C-MOVE",
             info,
             wanted,
-            originator=(info.calling_ae, int(request.MessageID)),
+            originator=(info.calling_ae, int(request.MessageID or 0)),
         )
         try:
             yield from self._move(event, info, retrieval)
         finally:
             retrieval.finish(AuditEvent.C_MOVE_SERVED)
 
-    def _move(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
+    def _move(self, event: Event, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
         if Role.RETRIEVE not in info.roles:
             retrieval.outcome = "refused: peer has no retrieve role"
             # No destination is known for this peer: FAILURE_MOVE_DESTINATION_UNKNOWN.
@@ -344,7 +347,7 @@ class QueryRetrieveService:
         )
         yield from self._sub_operations(event, items, failure, retrieval)
 
-    def handle_get(self, event: Any) -> Iterator[Any]:
+    def handle_get(self, event: Event) -> Iterator[Any]:
         """EVT_C_GET handler (PS3.4 C.4.3): sub-operations on the requestor's association."""
         info = self.associations.info(event.assoc)
         retrieval = Retrieval(self.archive, "C-GET", info, info.calling_ae)
@@ -353,7 +356,7 @@ class QueryRetrieveService:
         finally:
             retrieval.finish(AuditEvent.C_GET_SERVED)
 
-    def _get(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
+    def _get(self, event: Event, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
         if Role.RETRIEVE not in info.roles:
             retrieval.outcome = "refused: peer has no retrieve role"
             refusal = (Status.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no retrieve role")
@@ -366,7 +369,7 @@ class QueryRetrieveService:
 
     def _sub_operations(
         self,
-        event: Any,
+        event: Event,
         items: list[ArchivedInstance],
         failure: tuple[Status, str] | None,
         retrieval: Retrieval,
@@ -392,7 +395,7 @@ class QueryRetrieveService:
         retrieval.outcome = "served"
 
     def _resolve(
-        self, event: Any, info: AssociationInfo, retrieval: Retrieval
+        self, event: Event, info: AssociationInfo, retrieval: Retrieval
     ) -> tuple[list[InstanceRow], tuple[Status, str] | None]:
         """The instances the identifier names, or the failure status to answer."""
         try:
