@@ -285,6 +285,12 @@ def test_wake_acceptor_ends_the_wait_for_a_request() -> None:
 
     ended = threading.Event()
     woken: list[bool] = []
+    still_waiting: list[bool] = []
+
+    def joined(assoc: Association) -> None:
+        assoc.join(TIMEOUT)
+        still_waiting.append(assoc.is_alive())
+        ended.set()
 
     def closed(event: Any) -> None:
         assoc = event.assoc
@@ -292,13 +298,14 @@ def test_wake_acceptor_ends_the_wait_for_a_request() -> None:
             compat.wake_acceptor(assoc)
             woken.append(True)
             # The acceptor's thread ends now, not after its ACSE timeout of 600 s.
-            threading.Thread(target=lambda: (assoc.join(TIMEOUT), ended.set())).start()
+            threading.Thread(target=joined, args=(assoc,)).start()
 
     with _serving([(evt.EVT_CONN_CLOSE, closed)], acse_timeout=600) as (_, server, port):
         with socket.create_connection(("127.0.0.1", port)) as raw:
             raw.sendall(b"\x01\x00\x00\x00\x00\x10")  # the start of an A-ASSOCIATE-RQ
         _wait(ended, "the acceptor woken")
         assert woken == [True]
+        assert still_waiting == [False]
         assert not server.active_associations
 
 
