@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 
 from node.access import AccessPolicy
 from node.config import NodeConfig
@@ -27,6 +27,8 @@ from node.mpps.acquisition import AcquisitionTracker
 from node.mpps.registry import MppsRegistry
 from node.mpps.workflow import AcquisitionWorkflow
 from node.net.tls import server_context
+from node.pynetdicom_compat import configure as configure_pynetdicom
+from node.pynetdicom_compat import serve_in_background
 from node.schema import open_database
 from node.scu.associate import set_nodelay
 from node.services.associations import AssociationRegistry
@@ -81,12 +83,9 @@ def configure_library_globals() -> None:
     # and nothing to free. Rarer first-generation passes keep that cost away from every
     # burst (documents, C-FIND results, C-STORE bursts); reference counting frees the rest.
     gc.set_threshold(GC_FIRST_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
-    # pynetdicom logs whole identifiers (patient names) at INFO by default.
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    _config.LOG_HANDLER_LEVEL = "none"
-    # Outbound C-STORE of a Path sends the stored bytes from the file (node.scu.store).
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    # pynetdicom logs whole identifiers (patient names) at INFO by default. Outbound
+    # C-STORE of a Path sends the stored bytes from the file (node.scu.store).
+    configure_pynetdicom(log_identifiers=False, handler_level="none")
 
 
 def configure_libraries(config: NodeConfig) -> None:
@@ -164,16 +163,14 @@ class Node:
                 (cfg.host, cfg.port),
                 evt_handlers=handlers,
                 server_class=NodeServer,
+                gate=self.gate,
+                fast_path=self.fast_path,
+                tls=ssl_context,
             )
         except OSError as exc:
             problem = f"node.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
             raise ConfigError(self.config.source, [problem]) from exc
-        server.fast_path = self.fast_path
-        server.gate = self.gate
-        server.tls = ssl_context
-        # What ae.start_server(block=False) does, with our server class.
-        threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True).start()
-        self.ae._servers.append(server)
+        serve_in_background(self.ae, server)
         self.server = server
         log.info(
             "%s listening on %s:%d%s",

@@ -1,4 +1,11 @@
-"""Open associations to configured remote AEs, and report failures as one clear line."""
+"""Open associations to remote AEs, and report failures as one clear line.
+
+:func:`associate` is the one way an SCU of the node opens a pynetdicom association
+(PS3.8 7.1, A-ASSOCIATE): the node's AE title and ACSE, DIMSE and network timeouts,
+TLS when the peer is configured with it (PS3.15 B.9), TCP_NODELAY on the socket, and a
+refusal reported as :class:`AssociationFailed`. The plain-TCP C-STORE path uses the
+node's own requestor (:func:`store_association`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,12 @@ import logging
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from pynetdicom import AE, evt
+from pynetdicom.association import Association as PynetdicomAssociation
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu import A_ASSOCIATE_RJ
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -27,20 +36,29 @@ from node.net.requestor import (
     request_association,
 )
 from node.net.tls import client_context
+from node.pynetdicom_compat import ever_connected, transport_socket
 
 log = logging.getLogger("node.scu")
 
 
-def set_nodelay(event: Any) -> None:
+def set_nodelay(event: Event) -> None:
     """EVT_CONN_OPEN handler: disable Nagle's algorithm on the association's socket.
 
     Without it the last segment of each message waits for the peer's delayed ACK, and
     every C-STORE costs tens of milliseconds on loopback (both as SCU and as SCP).
     """
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    sock = transport_socket(event.assoc)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class AssociationFailed(OperationFailed):
+    """No association: the peer could not be reached, rejected it, or aborted."""
+
+    def __init__(self, message: str, *, rejected: bool) -> None:
+        super().__init__(message)
+        self.rejected = rejected  # the peer answered with an A-ASSOCIATE-RJ
 
 
 @contextmanager
@@ -49,13 +67,13 @@ def associate(
     remote: RemoteAE,
     contexts: Sequence[PresentationContext] | None = None,
     *,
-    ext_neg: Sequence[Any] = (),
-    evt_handlers: Sequence[Any] = (),
-) -> Iterator[Any]:
+    ext_neg: Sequence[SCP_SCU_RoleSelectionNegotiation] = (),
+    evt_handlers: Sequence[EventHandlerType] = (),
+) -> Iterator[PynetdicomAssociation]:
     """An established association to ``remote``, released on exit.
 
-    ``ext_neg`` (for example SCP/SCU role selection items) and ``evt_handlers`` are
-    passed to pynetdicom unchanged.
+    ``ext_neg`` (SCP/SCU role selection items) and ``evt_handlers`` are passed to
+    pynetdicom unchanged. Raises :class:`AssociationFailed` when no association is made.
     """
     ae = AE(ae_title=config.node.ae_title)
     ae.acse_timeout = config.node.acse_timeout
@@ -69,7 +87,7 @@ def associate(
     rejections: list[str] = []
     opened: list[bool] = []
 
-    def on_pdu(event: Any) -> None:
+    def on_pdu(event: Event) -> None:
         # Keep an A-ASSOCIATE-RJ and its reason as the PDU arrives: when the peer closes
         # the connection right after it, pynetdicom (3.0) may report an abort instead.
         if isinstance(event.pdu, A_ASSOCIATE_RJ):
@@ -95,7 +113,7 @@ def associate(
         # pynetdicom reports a refused TCP connection as an abort without a socket; a
         # peer that closes without answering has closed the socket too, so remember
         # whether the connection was ever made.
-        connected = bool(opened) or getattr(assoc.dul.socket, "_is_connected", False)
+        connected = bool(opened) or ever_connected(assoc)
         if assoc.is_rejected or rejections:
             why = "rejected the association"
             if rejections:
@@ -104,7 +122,8 @@ def associate(
             why = "aborted the association"
         else:
             why = "could not be reached"
-        raise OperationFailed(f"{_named(remote)} {why}")
+        rejected = bool(assoc.is_rejected or rejections)
+        raise AssociationFailed(f"{_named(remote)} {why}", rejected=rejected)
     try:
         yield assoc
     finally:
@@ -119,7 +138,7 @@ def _named(remote: RemoteAE) -> str:
 @contextmanager
 def store_association(
     config: NodeConfig, remote: RemoteAE, proposals: Sequence[tuple[str, Sequence[str]]]
-) -> Iterator[Any]:
+) -> Iterator[Association | PynetdicomAssociation]:
     """An association to send C-STORE requests to ``remote`` on, released on exit.
 
     ``proposals``: (abstract syntax, transfer syntaxes) of each presentation context.

@@ -31,7 +31,6 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -47,14 +46,15 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
-from pynetdicom import AE, build_role, evt
-from pynetdicom.pdu import A_ASSOCIATE_RJ
+from pynetdicom import build_role, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
-    Verification,
 )
 from pynetdicom.status import (
     QR_FIND_SERVICE_CLASS_STATUS,
@@ -68,7 +68,7 @@ from node.errors import OperationFailed
 from node.net.contexts import STORAGE_TRANSFER_SYNTAXES, storage_sop_classes
 from node.net.status import StorageStatus
 from node.net.statusmap import status_dataset
-from node.scu.associate import associate
+from node.scu.associate import AssociationFailed, associate
 from node.scu.request import (
     CANCEL,
     FAILURE,
@@ -288,7 +288,7 @@ def find_series(
     return list(dict.fromkeys(found))
 
 
-def _find(assoc: Any, identifier: Dataset) -> tuple[list[Dataset], FinalStatus]:
+def _find(assoc: Association, identifier: Dataset) -> tuple[list[Dataset], FinalStatus]:
     matches = []
     final = _no_response()
     for status, match in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
@@ -317,8 +317,11 @@ def get(
     ]
     association_id = uuid.uuid4().hex
 
-    def on_store(event: Any) -> Dataset:
+    def on_store(event: Event) -> Dataset:
         request = event.request
+        if not isinstance(request, C_STORE) or request.DataSet is None:
+            # pynetdicom answers a failing handler with 0xC211 (Cannot Understand).
+            raise TypeError("EVT_C_STORE without a C-STORE data set")
         arrival = Arrival(
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
@@ -367,7 +370,7 @@ def move(
 
 
 def _run(
-    assoc: Any,
+    assoc: Association,
     requests: Sequence[RetrieveRequest],
     send: Callable[[Dataset, int], Iterator[tuple[Dataset, Dataset | None]]],
     table: dict[int, tuple[str, str]],
@@ -424,7 +427,7 @@ def _no_response(why: str = "no final response: association aborted or timed out
     return FinalStatus(code=None, category=FAILURE, description=why)
 
 
-def _accepted(assoc: Any, abstract_syntax: str) -> bool:
+def _accepted(assoc: Association, abstract_syntax: str) -> bool:
     return any(str(cx.abstract_syntax) == abstract_syntax for cx in assoc.accepted_contexts)
 
 
@@ -451,15 +454,11 @@ def is_serving(config: NodeConfig) -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=5):
             return True
         return False
-    ae = AE(ae_title=config.node.ae_title)
-    ae.acse_timeout = config.node.acse_timeout
-    ae.network_timeout = config.node.network_timeout
-    ae.add_requested_context(Verification)
-    answers: list[object] = []  # an A-ASSOCIATE-RJ counts even if pynetdicom then aborts
-    handlers: list[Any] = [(evt.EVT_PDU_RECV, lambda event: answers.append(event.pdu))]
-    assoc = ae.associate(host, port, ae_title=config.node.ae_title, evt_handlers=handlers)
-    if assoc.is_established:
-        assoc.send_c_echo()
-        assoc.release()
-        return True
-    return bool(assoc.is_rejected) or any(isinstance(pdu, A_ASSOCIATE_RJ) for pdu in answers)
+    ourselves = RemoteAE(name="this node", ae_title=config.node.ae_title, host=host, port=port)
+    try:
+        with associate(config, ourselves) as assoc:  # proposes Verification
+            assoc.send_c_echo()
+    except AssociationFailed as exc:
+        # An A-ASSOCIATE-RJ counts, even when pynetdicom then reports an abort.
+        return exc.rejected
+    return True

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import (
@@ -40,12 +41,13 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import _config
+from pynetdicom.association import Association as PynetdicomAssociation
 from pynetdicom.presentation import PresentationContext, build_context
 
 from node.errors import NodeError, OperationFailed
 from node.net.pdu import PduError
 from node.net.requestor import Association
+from node.pynetdicom_compat import sends_chunked_datasets
 from node.signatures.encoding import file_meta
 
 log = logging.getLogger("node.scu")
@@ -105,7 +107,7 @@ def contexts_for(
     return [build_context(sop, list(syntaxes)) for sop, syntaxes in proposals_for(items, also)]
 
 
-def accepted_pairs(assoc: Any) -> set[tuple[str, str]]:
+def accepted_pairs(assoc: Association | PynetdicomAssociation) -> set[tuple[str, str]]:
     """(SOP class, transfer syntax) pairs the peer accepted on ``assoc``."""
     if isinstance(assoc, Association):
         return set(assoc.accepted)
@@ -128,7 +130,7 @@ def syntax_to_send(item: Outgoing, accepted: set[tuple[str, str]]) -> str | None
 
 
 def send_instance(
-    assoc: Any,
+    assoc: Association | PynetdicomAssociation,
     item: Outgoing,
     *,
     accepted: set[tuple[str, str]] | None = None,
@@ -215,13 +217,13 @@ def _reencoded(item: Outgoing, syntax: str) -> bytes:
 
 
 def _send_pynetdicom(
-    assoc: Any, item: Outgoing, syntax: str, originator: tuple[str, int] | None
+    assoc: PynetdicomAssociation, item: Outgoing, syntax: str, originator: tuple[str, int] | None
 ) -> int:
-    dataset: Any
+    dataset: Path | Dataset
     if syntax == item.transfer_syntax_uid:
         # The stored bytes go on the wire untouched (pynetdicom reads from the offset).
         dataset = item.path
-        if not _config.STORE_SEND_CHUNKED_DATASET:
+        if not sends_chunked_datasets():
             raise RuntimeError("configure_libraries() must enable STORE_SEND_CHUNKED_DATASET")
     else:
         dataset = dcmread(item.path)  # pynetdicom re-encodes headers to the accepted syntax

@@ -12,10 +12,11 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 from pynetdicom import evt
-from pynetdicom.acse import ACSE
+from pynetdicom.association import Association
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from node.access import AccessPolicy, Rejection
 from node.config import Role
@@ -30,6 +31,7 @@ from node.net.acceptor import (  # A-ASSOCIATE-RJ fields, PS3.8 9.3.4
     RJ_TRANSIENT,
     duplicate_context_ids,
 )
+from node.pynetdicom_compat import Refusal, check_before_negotiation, sent_abort
 from node.services.custody import CustodyRecorder
 from node.storage.archive import Archive
 from node.storage.audit import AuditEvent
@@ -55,53 +57,6 @@ class AssociationInfo:
         return f"{self.calling_ae}@{self.address}"
 
 
-class _PolicyACSE(ACSE):
-    """pynetdicom's ACSE with our access decision before its own negotiation."""
-
-    def __init__(self, assoc: Any, registry: AssociationRegistry) -> None:
-        super().__init__(assoc)
-        self._registry = registry
-
-    def _negotiate_as_acceptor(self) -> None:
-        request = self.requestor.primitive
-        assert request is not None  # set by pynetdicom before negotiation starts
-        calling = str(request.calling_ae_title).strip()
-        called = str(request.called_ae_title).strip()
-        address = str(self.assoc.requestor.address)
-        repeated = duplicate_context_ids(
-            cx.context_id or 0 for cx in request.presentation_context_definition_list
-        )
-        if repeated:  # the fast path's answer too (node.net.acceptor)
-            log.warning(
-                "association from %s@%s rejected: presentation context ID %s proposed twice",
-                calling,
-                address,
-                ", ".join(str(i) for i in repeated),
-            )
-            self.send_reject(*DUPLICATE_CONTEXT_REFUSAL)
-            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-            self.assoc.kill()
-            return
-        rejection = self._registry.policy.check(calling, called, address)
-        if rejection is None and self._registry.full():
-            # pynetdicom counts only its own associations; ours include the fast path's.
-            self._registry.log_full(calling, address)
-            self.send_reject(
-                RJ_TRANSIENT, RJ_SOURCE_PROVIDER_PRESENTATION, RJ_REASON_LOCAL_LIMIT_EXCEEDED
-            )
-            evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-            self.assoc.kill()
-            return
-        if rejection is None:
-            super()._negotiate_as_acceptor()
-            return
-        self.requestor.ae_title = calling
-        self._registry.rejected(calling, called, address, rejection)
-        self.send_reject(RJ_PERMANENT, RJ_SOURCE_USER, int(rejection.reason))
-        evt.trigger(self.assoc, evt.EVT_REJECTED, {})
-        self.assoc.kill()
-
-
 class AssociationRegistry:
     """Tracks accepted associations and records their custody events."""
 
@@ -118,10 +73,13 @@ class AssociationRegistry:
         # cannot be written: they wait in memory (node.services.custody).
         self.custody = custody or CustodyRecorder(archive)
         self.max_associations = max_associations
-        self._infos: weakref.WeakKeyDictionary[Any, AssociationInfo] = weakref.WeakKeyDictionary()
+        # Keyed by the pynetdicom Association, or by the fast path's own association.
+        self._infos: weakref.WeakKeyDictionary[object, AssociationInfo] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[EventHandlerType]:
         return [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
             (evt.EVT_ACCEPTED, self._on_accepted),
@@ -129,7 +87,7 @@ class AssociationRegistry:
             (evt.EVT_ABORTED, self._on_ended),
         ]
 
-    def info(self, assoc: Any) -> AssociationInfo:
+    def info(self, assoc: Association) -> AssociationInfo:
         with self._lock:
             found = self._infos.get(assoc)
         if found is None:  # accepted before our handler ran: should not happen
@@ -172,11 +130,38 @@ class AssociationRegistry:
             message=rejection.message,
         )
 
-    def _on_conn_open(self, event: Any) -> None:
+    def _on_conn_open(self, event: Event) -> None:
         if event.assoc.is_acceptor:
-            event.assoc.acse = _PolicyACSE(event.assoc, self)
+            check_before_negotiation(event.assoc, self._check)
 
-    def accepted(self, key: Any, calling_ae: str, address: str) -> AssociationInfo:
+    def _check(self, assoc: Association, request: A_ASSOCIATE) -> Refusal | None:
+        """Our access decision on an A-ASSOCIATE-RQ, before pynetdicom's negotiation."""
+        calling = str(request.calling_ae_title).strip()
+        called = str(request.called_ae_title).strip()
+        address = str(assoc.requestor.address)
+        repeated = duplicate_context_ids(
+            cx.context_id or 0 for cx in request.presentation_context_definition_list
+        )
+        if repeated:  # the fast path's answer too (node.net.acceptor)
+            log.warning(
+                "association from %s@%s rejected: presentation context ID %s proposed twice",
+                calling,
+                address,
+                ", ".join(str(i) for i in repeated),
+            )
+            return DUPLICATE_CONTEXT_REFUSAL
+        rejection = self.policy.check(calling, called, address)
+        if rejection is None and self.full():
+            # pynetdicom counts only its own associations; ours include the fast path's.
+            self.log_full(calling, address)
+            return (RJ_TRANSIENT, RJ_SOURCE_PROVIDER_PRESENTATION, RJ_REASON_LOCAL_LIMIT_EXCEEDED)
+        if rejection is None:
+            return None
+        assoc.requestor.ae_title = calling
+        self.rejected(calling, called, address, rejection)
+        return (RJ_PERMANENT, RJ_SOURCE_USER, int(rejection.reason))
+
+    def accepted(self, key: object, calling_ae: str, address: str) -> AssociationInfo:
         """Register an accepted association under ``key`` and record its custody event."""
         info = AssociationInfo(
             id=uuid.uuid4().hex,
@@ -194,7 +179,7 @@ class AssociationRegistry:
         )
         return info
 
-    def ended(self, key: Any, how: str, detail: str | None = None) -> None:
+    def ended(self, key: object, how: str, detail: str | None = None) -> None:
         """Forget the association under ``key``; one log line with what it did."""
         with self._lock:
             info = self._infos.pop(key, None)
@@ -212,18 +197,18 @@ class AssociationRegistry:
             f" ({detail})" if detail else "",
         )
 
-    def _register(self, assoc: Any) -> AssociationInfo:
+    def _register(self, assoc: Association) -> AssociationInfo:
         calling = str(assoc.requestor.ae_title).strip()
         return self.accepted(assoc, calling, str(assoc.requestor.address))
 
-    def _on_accepted(self, event: Any) -> None:
+    def _on_accepted(self, event: Event) -> None:
         if event.assoc.is_acceptor:
             self._register(event.assoc)
 
-    def _on_ended(self, event: Any) -> None:
+    def _on_ended(self, event: Event) -> None:
         if event.event is evt.EVT_RELEASED:
             how = "released"
-        elif getattr(event.assoc, "_sent_abort", False):
+        elif sent_abort(event.assoc):
             # pynetdicom marks the A-ABORT it sent itself (a timeout, our stop, a guard).
             how = ABORTED_BY_NODE
         else:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pynetdicom.events import Event
 
 from node.net.status import VerificationStatus
 
 
-def handle_echo(_event: Any) -> int:
+def handle_echo(_event: Event) -> int:
     return int(VerificationStatus.SUCCESS)

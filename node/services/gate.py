@@ -21,9 +21,10 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event, EventHandlerType
 
 from node.net import pdu
 from node.net.acceptor import (
@@ -76,7 +77,9 @@ class ConnectionGate:
         self._watchdog: threading.Thread | None = None
         self._closed = False
         # pynetdicom associations whose request has not been read yet.
-        self._by_assoc: weakref.WeakKeyDictionary[Any, Pending] = weakref.WeakKeyDictionary()
+        self._by_assoc: weakref.WeakKeyDictionary[Association, Pending] = (
+            weakref.WeakKeyDictionary()
+        )
         self._handing = threading.local()
 
     # ------------------------------------------------------------------ counting
@@ -199,7 +202,7 @@ class ConnectionGate:
         """The association (if any) for the handed-over connection has been created."""
         self._handing.pending = None
 
-    def handlers(self) -> list[tuple[Any, Any]]:
+    def handlers(self) -> list[EventHandlerType]:
         return [
             (evt.EVT_CONN_OPEN, self._on_conn_open),
             (evt.EVT_REQUESTED, self._on_requested),
@@ -207,14 +210,14 @@ class ConnectionGate:
             (evt.EVT_CONN_CLOSE, self._on_conn_close),
         ]
 
-    def _on_conn_open(self, event: Any) -> None:
+    def _on_conn_open(self, event: Event) -> None:
         pending = getattr(self._handing, "pending", None)
         self._handing.pending = None
         if pending is not None and event.assoc.is_acceptor:
             with self._lock:
                 self._by_assoc[event.assoc] = pending
 
-    def _on_requested(self, event: Any) -> None:
+    def _on_requested(self, event: Event) -> None:
         with self._lock:
             pending = self._by_assoc.pop(event.assoc, None)
         if pending is not None:
@@ -222,13 +225,13 @@ class ConnectionGate:
             # shut, so pynetdicom's answer cannot reach the peer.
             self.complete(pending)
 
-    def _on_data(self, event: Any) -> None:
+    def _on_data(self, event: Event) -> None:
         with self._lock:
             pending = self._by_assoc.get(event.assoc)
         if pending is not None:
             pending.pdu_seen = True
 
-    def _on_conn_close(self, event: Any) -> None:
+    def _on_conn_close(self, event: Event) -> None:
         with self._lock:
             pending = self._by_assoc.pop(event.assoc, None)
         if pending is None:

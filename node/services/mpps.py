@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import N_CREATE, N_SET
+from pynetdicom.events import Event
 
 from node.config import Role
 from node.errors import MppsRefused
@@ -46,7 +47,7 @@ class MppsService:
     on_completed: CompletedListener
 
     def _run(
-        self, event: Any, name: str, uid: str, action: Callable[[str, str], MppsChange]
+        self, event: Event, name: str, uid: str, action: Callable[[str, str], MppsChange]
     ) -> MppsChange | Dataset:
         """Check the role, run ``action(uid, calling_ae)``; a refusal becomes its status."""
         info = self.associations.info(event.assoc)
@@ -65,9 +66,11 @@ class MppsService:
         log.info("MPPS %s is %s after %s from %s", uid, change.status, name, info.peer)
         return change
 
-    def handle_create(self, event: Any) -> tuple[Dataset, Dataset | None]:
+    def handle_create(self, event: Event) -> tuple[Dataset, Dataset | None]:
         """EVT_N_CREATE handler."""
-        requested = event.request.AffectedSOPInstanceUID
+        request = event.request
+        assert isinstance(request, N_CREATE)  # what pynetdicom hands an EVT_N_CREATE handler
+        requested = request.AffectedSOPInstanceUID
         uid = str(requested) if requested else new_uid()  # the SCP may assign it (F.7.2.1.2)
         attributes = event.attribute_list
         result = self._run(
@@ -80,9 +83,11 @@ class MppsService:
             reply.AffectedSOPInstanceUID = uid
         return status_dataset(MppsStatus.SUCCESS), reply
 
-    def handle_set(self, event: Any) -> tuple[Dataset, Dataset | None]:
+    def handle_set(self, event: Event) -> tuple[Dataset, Dataset | None]:
         """EVT_N_SET handler."""
-        uid = str(event.request.RequestedSOPInstanceUID or "")
+        request = event.request
+        assert isinstance(request, N_SET)  # what pynetdicom hands an EVT_N_SET handler
+        uid = str(request.RequestedSOPInstanceUID or "")
         modification = event.modification_list
         result = self._run(
             event, "N-SET", uid, lambda u, ae: self.registry.update(u, modification, ae)

@@ -8,10 +8,10 @@ with the Completed/Failed/Warning counts and the Failed SOP Instance UID List, C
 Sub-operations send the archived files untouched. pynetdicom hands every data set a
 handler yields to ``Association.send_c_store``, which would encode it anew (pydicom
 drops group lengths, deflates again, may change a VR). So the handlers yield
-:class:`ArchivedInstance` stand-ins, and the association carrying the sub-operations
-(the requestor's own for C-GET, the sub-association pynetdicom opens for C-MOVE) gets an
-:class:`ArchiveSender` as its ``send_c_store``: it sends the stored file through
-:func:`node.scu.store.send_instance` and passes any other data set on unchanged. A
+:class:`ArchivedInstance` stand-ins, and on the association carrying the sub-operations
+(the requestor's own for C-GET, the sub-association pynetdicom opens for C-MOVE)
+:func:`send_archived` sends the stored file through :func:`node.scu.store.send_instance`
+instead of pynetdicom's ``send_c_store``, which gets any other data set unchanged. A
 stand-in has no file meta, so pynetdicom alone could never send it altered: it fails.
 
 C-GET transfer syntaxes (PS3.4 C.4.3.1, PS3.7 D.3.3.4): the requestor proposes its
@@ -33,13 +33,16 @@ an invalid identifier gets 0xA900 after the sub-association to a known destinati
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS as PYNETDICOM_STORE_STATUSES
@@ -51,6 +54,7 @@ from node.net.contexts import QR_FIND_SOP_CLASSES, QR_GET_SOP_CLASSES, QR_MOVE_S
 from node.net.status import QueryRetrieveStatus, Service
 from node.net.statusmap import status_dataset, status_for
 from node.net.tls import client_context
+from node.pynetdicom_compat import divert_c_store
 from node.scu.associate import set_nodelay
 from node.scu.store import (
     NOT_NEGOTIATED,
@@ -85,7 +89,7 @@ _MODELS = {
 Reply = tuple[int | Dataset, Dataset | None]
 
 
-def prefer_requestor_syntaxes(event: Any) -> None:
+def prefer_requestor_syntaxes(event: Event) -> None:
     """EVT_REQUESTED handler: the requestor's order for contexts it proposes the SCP role in.
 
     Runs before pynetdicom negotiates (which walks the acceptor's syntaxes in order and
@@ -120,7 +124,7 @@ def prefer_requestor_syntaxes(event: Any) -> None:
     acceptor.supported_contexts = contexts
 
 
-def _model(event: Any) -> InformationModel:
+def _model(event: Event) -> InformationModel:
     return _MODELS[str(event.request.AffectedSOPClassUID)]
 
 
@@ -155,7 +159,7 @@ class Retrieval:
     outcome: str = "served"
     _accepted: set[tuple[str, str]] | None = None
 
-    def send(self, assoc: Any, item: ArchivedInstance) -> Dataset:
+    def send(self, assoc: Association, item: ArchivedInstance) -> Dataset:
         """C-STORE ``item``'s file untouched; the peer's status for pynetdicom to count."""
         if self._accepted is None:
             # Only contexts where we may be the Storage SCU (role selection for C-GET).
@@ -246,32 +250,18 @@ class Retrieval:
             log.exception("cannot record %s for %s", event_name, self.via)
 
 
-class ArchiveSender:
-    """``send_c_store`` of an association that carries retrieve sub-operations."""
+def send_archived(assoc: Association, retrieval: Retrieval) -> None:
+    """Make ``assoc`` send :class:`ArchivedInstance` items with ``retrieval``.
 
-    def __init__(self, assoc: Any, original: Callable[..., Dataset], retrieval: Retrieval):
-        self.assoc = assoc
-        self.original = original
-        self.retrieval = retrieval
+    Other data sets go to pynetdicom's ``send_c_store`` unchanged.
+    """
 
-    @classmethod
-    def install(cls, assoc: Any, retrieval: Retrieval) -> None:
-        """Make ``assoc`` send :class:`ArchivedInstance` items with ``retrieval``."""
-        current = assoc.send_c_store
-        original = current.original if isinstance(current, ArchiveSender) else current
-        assoc.send_c_store = cls(assoc, original, retrieval)
-
-    def __call__(
-        self,
-        dataset: Any,
-        msg_id: int = 1,
-        priority: int = 2,
-        originator_aet: str | None = None,
-        originator_id: int | None = None,
-    ) -> Dataset:
+    def divert(dataset: Dataset) -> Dataset | None:
         if isinstance(dataset, ArchivedInstance):
-            return self.retrieval.send(self.assoc, dataset)
-        return self.original(dataset, msg_id, priority, originator_aet, originator_id)
+            return retrieval.send(assoc, dataset)
+        return None
+
+    divert_c_store(assoc, divert)
 
 
 @dataclass
@@ -280,7 +270,7 @@ class QueryRetrieveService:
     archive: Archive
     associations: AssociationRegistry
 
-    def handle_find(self, event: Any) -> Iterator[Reply]:
+    def handle_find(self, event: Event) -> Iterator[Reply]:
         """EVT_C_FIND handler (PS3.4 C.4.1)."""
         info = self.associations.info(event.assoc)
         if Role.QUERY not in info.roles:
@@ -318,24 +308,25 @@ class QueryRetrieveService:
             return
         log.info("C-FIND %s from %s: %d matches", query.level, info.peer, count)
 
-    def handle_move(self, event: Any) -> Iterator[Any]:
+    def handle_move(self, event: Event) -> Iterator[Any]:
         """EVT_C_MOVE handler (PS3.4 C.4.2): sub-operations to a configured destination."""
         info = self.associations.info(event.assoc)
         request = event.request
+        assert isinstance(request, C_MOVE)  # what pynetdicom hands an EVT_C_MOVE handler
         wanted = str(request.MoveDestination or "").strip()
         retrieval = Retrieval(
             self.archive,
             "C-MOVE",
             info,
             wanted,
-            originator=(info.calling_ae, int(request.MessageID)),
+            originator=(info.calling_ae, int(request.MessageID or 0)),
         )
         try:
             yield from self._move(event, info, retrieval)
         finally:
             retrieval.finish(AuditEvent.C_MOVE_SERVED)
 
-    def _move(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
+    def _move(self, event: Event, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
         if Role.RETRIEVE not in info.roles:
             retrieval.outcome = "refused: peer has no retrieve role"
             # No destination is known for this peer: FAILURE_MOVE_DESTINATION_UNKNOWN.
@@ -361,13 +352,13 @@ class QueryRetrieveService:
                 "evt_handlers": [
                     (evt.EVT_CONN_OPEN, set_nodelay),
                     # Before pynetdicom sees the association established, so before any send.
-                    (evt.EVT_ACCEPTED, lambda e: ArchiveSender.install(e.assoc, retrieval)),
+                    (evt.EVT_ACCEPTED, lambda e: send_archived(e.assoc, retrieval)),
                 ],
             },
         )
         yield from self._sub_operations(event, items, failure, retrieval)
 
-    def handle_get(self, event: Any) -> Iterator[Any]:
+    def handle_get(self, event: Event) -> Iterator[Any]:
         """EVT_C_GET handler (PS3.4 C.4.3): sub-operations on the requestor's association."""
         info = self.associations.info(event.assoc)
         retrieval = Retrieval(self.archive, "C-GET", info, info.calling_ae)
@@ -376,7 +367,7 @@ class QueryRetrieveService:
         finally:
             retrieval.finish(AuditEvent.C_GET_SERVED)
 
-    def _get(self, event: Any, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
+    def _get(self, event: Event, info: AssociationInfo, retrieval: Retrieval) -> Iterator[Any]:
         if Role.RETRIEVE not in info.roles:
             retrieval.outcome = "refused: peer has no retrieve role"
             refusal = (
@@ -387,12 +378,12 @@ class QueryRetrieveService:
             return
         rows, failure = self._resolve(event, info, retrieval)
         items = [self._item(row) for row in rows]
-        ArchiveSender.install(event.assoc, retrieval)
+        send_archived(event.assoc, retrieval)
         yield from self._sub_operations(event, items, failure, retrieval)
 
     def _sub_operations(
         self,
-        event: Any,
+        event: Event,
         items: list[ArchivedInstance],
         failure: tuple[QueryRetrieveStatus, str] | None,
         retrieval: Retrieval,
@@ -418,7 +409,7 @@ class QueryRetrieveService:
         retrieval.outcome = "served"
 
     def _resolve(
-        self, event: Any, info: AssociationInfo, retrieval: Retrieval
+        self, event: Event, info: AssociationInfo, retrieval: Retrieval
     ) -> tuple[list[InstanceRow], tuple[QueryRetrieveStatus, str] | None]:
         """The instances the identifier names, or the failure status to answer."""
         service: Literal[Service.MOVE, Service.GET] = (

@@ -15,36 +15,47 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import Any
 
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.events import EventHandlerType
+from pynetdicom.presentation import PresentationContext
 
 from node.net import pdu
 from node.net.arrival import Outcome, TlsKind, TlsRefused, await_request, tls_handshake
+from node.pynetdicom_compat import ConnectionServer
 from node.services.fastpath import FastStoragePath
 from node.services.gate import ConnectionGate, Pending
 
 log = logging.getLogger("node.association")
 
 
-class NodeServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with the gate and the storage fast path in front."""
+class NodeServer(ConnectionServer):
+    """pynetdicom's threaded server with the gate and the storage fast path in front.
 
-    # Connection threads must not keep a stopping process alive or pile up in a list;
-    # Node.stop() waits for associations itself.
-    daemon_threads = True
-    block_on_close = False
-    fast_path: FastStoragePath | None = None
-    gate: ConnectionGate
-    tls: ssl.SSLContext | None = None
+    Made by ``AE.make_server(..., server_class=NodeServer, gate=..., fast_path=...,
+    tls=...)``, which passes its extra keywords on to this constructor. ``tls`` is the
+    node's own: pynetdicom's ``ssl_context`` would run the handshake in the accept loop.
+    """
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        # Accept only: pynetdicom's own get_request runs the TLS handshake here, in the
-        # accept loop, where one silent peer stalls every other connection.
-        assert self.socket is not None
-        return self.socket.accept()
+    def __init__(
+        self,
+        ae: ApplicationEntity,
+        address: tuple[str, int],
+        ae_title: str,
+        contexts: list[PresentationContext],
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: list[EventHandlerType] | None = None,
+        *,
+        gate: ConnectionGate,
+        fast_path: FastStoragePath | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.gate = gate
+        self.fast_path = fast_path
+        self.tls = tls
+        super().__init__(ae, address, ae_title, contexts, ssl_context, evt_handlers)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def serve_connection(self, request: socket.socket, client_address: tuple[str, int]) -> None:
         address = str(client_address[0])
         pending = self.gate.open(request, address, self.tls is not None)
         if pending is None:
@@ -59,7 +70,9 @@ class NodeServer(ThreadedAssociationServer):
             self.gate.refuse(pending, "internal-error", "see the log")
             _close(request)
 
-    def _serve_tls(self, raw: socket.socket, client_address: Any, pending: Pending) -> None:
+    def _serve_tls(
+        self, raw: socket.socket, client_address: tuple[str, int], pending: Pending
+    ) -> None:
         assert self.tls is not None
         try:
             request = tls_handshake(raw, self.tls, pending.deadline)
@@ -72,7 +85,9 @@ class NodeServer(ThreadedAssociationServer):
             return
         self._to_pynetdicom(request, client_address, pending, complete=False)
 
-    def _serve_plain(self, request: socket.socket, client_address: Any, pending: Pending) -> None:
+    def _serve_plain(
+        self, request: socket.socket, client_address: tuple[str, int], pending: Pending
+    ) -> None:
         arrival = await_request(request, pending.deadline)
         gate = self.gate
         if arrival.outcome is Outcome.CLOSED:
@@ -110,7 +125,11 @@ class NodeServer(ThreadedAssociationServer):
         self._to_pynetdicom(request, client_address, pending, complete=True)
 
     def _to_pynetdicom(
-        self, request: socket.socket, client_address: Any, pending: Pending, complete: bool
+        self,
+        request: socket.socket,
+        client_address: tuple[str, int],
+        pending: Pending,
+        complete: bool,
     ) -> None:
         if not complete:
             self.gate.hand_over(pending, request)
@@ -120,7 +139,7 @@ class NodeServer(ThreadedAssociationServer):
         # network_timeout ends the association as a lost connection (pynetdicom Evt17).
         request.settimeout(self.ae.network_timeout)
         try:
-            super().process_request_thread(request, client_address)
+            self.to_pynetdicom(request, client_address)
         finally:
             self.gate.handed()
 

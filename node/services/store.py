@@ -13,9 +13,10 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydicom.dataset import Dataset
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
 
 from node.config import Role
 from node.jobs.worker import SerialWorker
@@ -50,9 +51,11 @@ class StoreService:
         default_factory=lambda: frozenset(str(uid) for uid in storage_sop_classes())
     )
 
-    def handle(self, event: Any) -> Dataset:
+    def handle(self, event: Event) -> Dataset:
         """EVT_C_STORE handler (pynetdicom path)."""
         request = event.request
+        # What pynetdicom hands an EVT_C_STORE handler (it answers a failing one 0xC211).
+        assert isinstance(request, C_STORE) and request.DataSet is not None
         status, comment = self.receive(
             self.associations.info(event.assoc),
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
