@@ -31,7 +31,6 @@ from node.integrity.signer import SidecarSigner
 from node.signatures import Profile, Signer
 from node.signatures.dsencode import encode_explicit_le  # pydicom's bytes, faster
 from node.signatures.keycache import SignerCache
-from node.signatures.parallel import gc_paused
 from node.signatures.purposes import Purpose
 from node.signatures.references import secure_references, secure_references_many
 from node.signatures.sign import sign_encoded
@@ -134,7 +133,6 @@ class DocumentPublisher:
         secured = secure_references_many(paths, algorithm, trust)
         return [_reference(row, *found) for row, found in zip(rows, secured, strict=True)]
 
-    @gc_paused()  # thousands of live items: collector passes would free nothing
     def publish_signed(self, ds: Dataset, purpose: Purpose, provenance: Provenance) -> Published:
         """Sign ``ds`` with the node's key (SR profile) and archive exactly the signed bytes."""
         signing = self.config.signing

@@ -30,7 +30,7 @@ from node.signatures import levels, rawscan
 from node.signatures.digests import MAC_ALGORITHMS, UnsupportedAlgorithm
 from node.signatures.encoding import NON_MAC_SYNTAXES, Encoded, read_file
 from node.signatures.macstream import data_stream, select
-from node.signatures.parallel import gc_paused, map_ordered
+from node.signatures.parallel import map_ordered
 from node.signatures.references import (
     ELEMENTS_SIGNED,
     MAC,
@@ -125,7 +125,6 @@ def _check(
     return check
 
 
-@gc_paused()
 def check_references(
     pairs: Sequence[tuple[Dataset, Instance]],
     *,
@@ -137,7 +136,6 @@ def check_references(
     return map_ordered(lambda job: _check(job[0], job[1], trust, now), jobs)
 
 
-@gc_paused()
 def check_document_references(
     document: Instance,
     lookup: Lookup,

@@ -1,24 +1,19 @@
-"""Bulk work over many instances: a few threads, and no garbage collector passes.
+"""Bulk work over many instances on a few threads.
 
 The work per archived instance is reading it, walking its element headers and hashing it;
 hashlib releases the GIL while it hashes a large buffer, so two threads keep two cores
 busy hashing while either walks headers. Results keep the order of the inputs, and the
 first error stops the others and is raised in the caller.
 
-Building a 1000-reference document allocates tens of thousands of objects that all stay
-alive until it is stored; the cyclic garbage collector meanwhile runs some eighty passes,
-one of them over the whole heap of the node, for a third of the build time and nothing to
-free. :func:`gc_paused` suspends it for such a burst; reference counting still frees
-everything it can, and the collector runs again afterwards.
+The collector policy for such bursts is the composition root's
+(:func:`node.app.configure_library_globals`), not this module's.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -60,19 +55,3 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int | None = 
     if errors:
         raise errors[0]
     return cast(list[R], results)  # every slot was filled
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Suspend automatic garbage collection for the block (usable as a decorator).
-
-    It is switched on again at the end only if it was on at the start, so nested or
-    concurrent pauses never leave it off.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -37,7 +37,7 @@ from node.signatures.digests import CREATABLE_ALGORITHMS
 from node.signatures.dsencode import EncodedElement, encoded_element
 from node.signatures.encoding import Encoded, encode_dataset, read_file
 from node.signatures.macstream import data_stream, select, signable_tags
-from node.signatures.parallel import gc_paused, map_ordered
+from node.signatures.parallel import map_ordered
 from node.signatures.verify import verify_encoded
 
 DIGITAL_SIGNATURES = 0xFFFAFFFA
@@ -91,7 +91,6 @@ def secure_references(
     return _mac_item(encoded, instance, algorithm), _signature_items(encoded, trust, now)
 
 
-@gc_paused()
 def secure_references_many(
     instances: Sequence[Path],
     algorithm: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 IMPORT_EVERYTHING = textwrap.dedent(
     """
@@ -48,3 +49,19 @@ def test_the_command_line_sets_the_environment_before_numpy_loads() -> None:
         """
     )
     assert _run(code).splitlines()[-1] == "1"
+
+
+def test_every_command_with_a_configuration_gets_the_collector_policy(tmp_path: Path) -> None:
+    config = tmp_path / "node.yaml"
+    config.write_text(f"storage:\n  root: {tmp_path / 'var'}\n", encoding="utf-8")
+    code = textwrap.dedent(
+        f"""
+        import gc
+        from node.app import GC_FIRST_GENERATION_THRESHOLD
+        from node.cli.main import main
+        assert gc.get_threshold()[0] != GC_FIRST_GENERATION_THRESHOLD
+        main(["config", "check", "-c", {str(config)!r}])
+        print(gc.get_threshold()[0] == GC_FIRST_GENERATION_THRESHOLD)
+        """
+    )
+    assert _run(code).splitlines()[-1] == "True"

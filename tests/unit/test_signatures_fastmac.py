@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import warnings
 from pathlib import Path
@@ -51,7 +50,7 @@ from node.signatures.encoding import LONG_VRS as ENCODING_LONG_VRS
 from node.signatures.keycache import SignerCache
 from node.signatures.macstream import data_stream, select, signable_tags
 from node.signatures.padding import needs_normalising
-from node.signatures.parallel import gc_paused, map_ordered
+from node.signatures.parallel import map_ordered
 from node.signatures.references import secure_references, secure_references_many
 from node.signatures.sign import sign_encoded
 from node.signatures.verify import signature_stream
@@ -529,16 +528,6 @@ def test_signer_cache_loads_once_per_file_version(tmp_path: Path) -> None:
     os.replace(other.key_path, files.key_path)
     os.replace(other.cert_path, files.cert_path)
     assert cache.get(files.key_path, files.cert_path).subject == "CN=Other"
-
-
-def test_gc_paused_restores_the_collector() -> None:
-    assert gc.isenabled()
-    with gc_paused():
-        assert not gc.isenabled()
-        with gc_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    assert gc.isenabled()
 
 
 # --------------------------------------------------------------------------- DCMTK
