@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 
 from node.mpps import reads
 from node.mpps.reads import Acquisition
@@ -130,15 +130,41 @@ class AcquisitionTracker:
             return state
         acq = self.get(mpps_uid)
         assert acq is not None
-        if self._claim(mpps_uid, WAITING, to=INCOMPLETE):
-            missing = self.missing(mpps_uid)
-            log.warning(
-                "acquisition of MPPS %s incomplete at its deadline: %d instances missing",
-                mpps_uid,
-                len(missing),
+        # The claim, the instances still missing and the custody record commit together:
+        # a reader (or a crash) never finds the acquisition incomplete without its record.
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(acquisitions)
+                .where(acquisitions.c.mpps_uid == mpps_uid)
+                .where(acquisitions.c.state == WAITING)
+                .values(state=INCOMPLETE, updated_at=audit.utc_now())
             )
-            self._finish(mpps_uid, INCOMPLETE, AcquisitionEvent.INCOMPLETE, acq, missing=missing)
+            if claimed.rowcount != 1:
+                return self._state(conn, mpps_uid) or INCOMPLETE  # another worker decided
+            missing = reads.missing_listed_by(conn, mpps_uid)
+            conn.execute(
+                update(acquisitions)
+                .where(acquisitions.c.mpps_uid == mpps_uid)
+                .values(missing=json.dumps(missing), kos_uid=None, detail="")
+            )
+            audit.append(
+                conn,
+                AcquisitionEvent.INCOMPLETE,
+                study_uid=acq.study_uid,
+                details={"mpps_uid": mpps_uid, "missing": missing},
+            )
+        log.warning(
+            "acquisition of MPPS %s incomplete at its deadline: %d instances missing",
+            mpps_uid,
+            len(missing),
+        )
         return INCOMPLETE
+
+    @staticmethod
+    def _state(conn: Connection, mpps_uid: str) -> str | None:
+        return conn.execute(
+            select(acquisitions.c.state).where(acquisitions.c.mpps_uid == mpps_uid)
+        ).scalar_one_or_none()
 
     def waits_for(self, sop_instance_uid: str, series_uid: str) -> tuple[list[str], list[str]]:
         """(MPPS waiting for this instance, MPPS already decided that cover its series)."""

@@ -3,6 +3,8 @@ signed KOS checked by dciodvfy, dcmsign and our own verifier."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -220,3 +222,41 @@ def test_wait_survives_a_restart(
     send(restarted, tmp_path / "b", everything[1:])
     assert wait_state(restarted, uid, {KOS_BUILT, "failed"}) == KOS_BUILT
     check_kos(restarted, uid, series, tmp_path)
+
+
+def test_an_incomplete_acquisition_is_never_seen_without_its_custody_record(
+    make_config: Callable[..., NodeConfig], start_node, tmp_path: Path, monkeypatch
+) -> None:
+    """The deadline's verdict and its audit record commit together (one transaction)."""
+    import node.mpps.reads as reads
+
+    node = start_node(make_config(acquisition={"completion_timeout": "1h"}))
+    series = acquisition(1, 2)
+    everything = [ds for group in series.values() for ds in group]
+    client, uid = start_procedure(node)
+    assert client.set(uid, final_attributes(series)).Status == 0
+    send(node, tmp_path, everything[:-1])
+    client.close()
+    seen: list[tuple[str, bool]] = []
+    real = reads.missing_listed_by
+
+    database = node.config.storage.database.removeprefix("sqlite:///")
+
+    def observed(conn, mpps_uid):  # type: ignore[no-untyped-def]
+        # What another reader sees (its own connection, plain reads: the node's engine
+        # would queue behind the writer) while the deadline's verdict is being written.
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as other:
+            (state,) = other.execute(
+                "SELECT state FROM acquisitions WHERE mpps_uid = ?", (mpps_uid,)
+            ).fetchone()
+            (records,) = other.execute(
+                "SELECT count(*) FROM audit_log WHERE event = 'acquisition-incomplete'"
+            ).fetchone()
+        seen.append((state, records > 0))
+        return real(conn, mpps_uid)
+
+    monkeypatch.setattr(reads, "missing_listed_by", observed)
+    assert node.workflow.tracker.expire(uid) == INCOMPLETE
+    assert seen, "the deadline never looked for missing instances"
+    assert all(recorded or state != INCOMPLETE for state, recorded in seen), seen
+    assert "acquisition-incomplete" in [r.event for r in audit.records(node.archive.engine)]
