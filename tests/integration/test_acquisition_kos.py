@@ -228,7 +228,7 @@ def test_an_incomplete_acquisition_is_never_seen_without_its_custody_record(
     make_config: Callable[..., NodeConfig], start_node, tmp_path: Path, monkeypatch
 ) -> None:
     """The deadline's verdict and its audit record commit together (one transaction)."""
-    import node.mpps.reads as reads
+    from node.mpps import reads
 
     node = start_node(make_config(acquisition={"completion_timeout": "1h"}))
     series = acquisition(1, 2)
