@@ -44,9 +44,10 @@ from node.services.gate import ConnectionGate
 from node.services.inflight import InFlight
 from node.services.mpps import MppsService
 from node.services.pynetdicom_guard import guard_handlers, one_line_pynetdicom_errors
-from node.services.qr import QueryRetrieveService, prefer_requestor_syntaxes
+from node.services.qr import QueryRetrieveService
 from node.services.server import NodeServer
 from node.services.store import StoreService
+from node.services.sub_operations import prefer_requestor_syntaxes
 from node.signed_manifests.receiver import SignedManifestReceiver
 from node.storage.archive import Archive
 from node.storage.files import FileStore
