@@ -133,13 +133,7 @@ class AcquisitionTracker:
         # The claim, the instances still missing and the custody record commit together:
         # a reader (or a crash) never finds the acquisition incomplete without its record.
         with self.engine.begin() as conn:
-            claimed = conn.execute(
-                update(acquisitions)
-                .where(acquisitions.c.mpps_uid == mpps_uid)
-                .where(acquisitions.c.state == WAITING)
-                .values(state=INCOMPLETE, updated_at=audit.utc_now())
-            )
-            if claimed.rowcount != 1:
+            if not self._claim_in(conn, mpps_uid, WAITING, INCOMPLETE):
                 return self._state(conn, mpps_uid) or INCOMPLETE  # another worker decided
             missing = reads.missing_listed_by(conn, mpps_uid)
             conn.execute(
@@ -193,13 +187,19 @@ class AcquisitionTracker:
 
     def _claim(self, mpps_uid: str, state: str, to: str = BUILDING) -> bool:
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(acquisitions)
-                .where(acquisitions.c.mpps_uid == mpps_uid)
-                .where(acquisitions.c.state == state)
-                .values(state=to, updated_at=audit.utc_now())
-            )
-            return result.rowcount == 1
+            return self._claim_in(conn, mpps_uid, state, to)
+
+    @staticmethod
+    def _claim_in(conn: Connection, mpps_uid: str, state: str, to: str) -> bool:
+        """Move the acquisition from ``state`` to ``to``; False when it was not in ``state``
+        (another checker or worker got there first)."""
+        result = conn.execute(
+            update(acquisitions)
+            .where(acquisitions.c.mpps_uid == mpps_uid)
+            .where(acquisitions.c.state == state)
+            .values(state=to, updated_at=audit.utc_now())
+        )
+        return result.rowcount == 1
 
     def _set(self, mpps_uid: str, state: str, **values: str) -> None:
         with self.engine.begin() as conn:
