@@ -47,7 +47,9 @@ def main() -> None:
         "role selection accepted for C-GET) | the syntax each instance is stored in |"
     )
     print(
-        "| the same storage SOP classes | SCU (transfers to partners, `dicom-node send`) | "
+        "| the same storage SOP classes | SCU (transfers to partners, `dicom-node send`; the "
+        "node's own requestor without TLS, pynetdicom with TLS; priority MEDIUM; no role "
+        "selection, extended negotiation, user identity or asynchronous window proposed) | "
         "the syntax each instance is stored in, Explicit/Implicit VR LE fallback |"
     )
     print(
