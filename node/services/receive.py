@@ -125,7 +125,7 @@ def receive_instance(
         storage_classes=storage_classes,
     )
     if problem is not None:
-        return _refused(record, custody, peer, uid, *problem)
+        return refused(record, custody, peer, uid, *problem)
     assert request.dataset is not None  # request_problem() refuses a request without one
     received = ReceivedInstance(
         sop_class_uid=request.sop_class_uid,
@@ -137,10 +137,10 @@ def receive_instance(
     try:
         outcome = archive.store(received)
     except NodeError as exc:
-        return _refused(record, custody, peer, uid, status_for(exc, Service.STORAGE), str(exc))
+        return refused(record, custody, peer, uid, status_for(exc, Service.STORAGE), str(exc))
     except Exception as exc:  # never let a bug become a silent abort
         log.exception("C-STORE of %s failed unexpectedly", uid)
-        return _refused(record, custody, peer, uid, status_for(exc, Service.STORAGE), str(exc))
+        return refused(record, custody, peer, uid, status_for(exc, Service.STORAGE), str(exc))
     if outcome.result is StoreResult.DUPLICATE_CONFLICT:
         log.warning(
             "C-STORE %s from %s: different copy of an archived instance kept aside as %s",
@@ -154,7 +154,7 @@ def receive_instance(
     return Receipt(StorageStatus.SUCCESS, None, outcome)
 
 
-def _refused(
+def refused(
     record: Recorder,
     custody: Custody,
     peer: str,

@@ -25,7 +25,7 @@ from node.net.status import StorageStatus
 from node.net.statusmap import status_dataset
 from node.services.associations import AssociationInfo, AssociationRegistry
 from node.services.inflight import InFlight
-from node.services.receive import StoreRequest, receive_instance, request_problem
+from node.services.receive import StoreRequest, receive_instance, refused, request_problem
 from node.storage.archive import Archive, Custody, StoreOutcome, StoreResult
 
 # request_problem is re-exported: the pynetdicom path's guard asks it first.
@@ -86,10 +86,18 @@ class StoreService:
         can run them after its answer has gone out (the worker thread would otherwise
         take the interpreter lock just before the response is sent).
         """
+        custody = Custody(info.calling_ae, info.address, info.id)
         if Role.STORE not in info.roles:
             info.failures += 1
-            log.warning("C-STORE refused: %s has no store role", info.peer)
-            return StorageStatus.FAILURE_REFUSED_NOT_AUTHORIZED, "peer has no store role"
+            denied = refused(
+                self.associations.custody.record,
+                custody,
+                info.peer,
+                sop_instance_uid,
+                StorageStatus.FAILURE_REFUSED_NOT_AUTHORIZED,
+                "peer has no store role",
+            )
+            return denied.status, denied.comment
         request = StoreRequest(
             sop_class_uid=sop_class_uid,
             sop_instance_uid=sop_instance_uid,
@@ -101,7 +109,7 @@ class StoreService:
             receipt = receive_instance(
                 self.archive,
                 request,
-                Custody(info.calling_ae, info.address, info.id),
+                custody,
                 storage_classes=self.storage_classes,
                 record=self.associations.custody.record,  # waits in memory if need be
                 peer=info.peer,

@@ -146,9 +146,15 @@ def test_conflicting_duplicate_keeps_first_and_sets_second_aside(node: Node) -> 
 def test_peer_without_store_role_is_refused(start_on_path: Callable[..., Node]) -> None:
     node = start_on_path(peers=[{"ae_title": "QUERIER", "host": "127.0.0.1", "roles": ["query"]}])
     with association(node.port, aet="QUERIER") as assoc:
-        assert store_status(assoc, ct_dataset()) == StorageStatus.FAILURE_REFUSED_NOT_AUTHORIZED
+        ds = ct_dataset()
+        assert store_status(assoc, ds) == StorageStatus.FAILURE_REFUSED_NOT_AUTHORIZED
         assert assoc.send_c_echo().Status == VerificationStatus.SUCCESS
     assert instance_count(node) == 0
+    # The refusal is custody too: who tried to store what, and the answer.
+    failed = [r for r in audit.records(node.archive.engine) if r.event == "store-failed"]
+    assert [(r.sop_instance_uid, r.details["status"]) for r in failed] == [
+        (ds.SOPInstanceUID, "FAILURE_REFUSED_NOT_AUTHORIZED")
+    ]
 
 
 class FullDisk(FileStore):
