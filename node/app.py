@@ -120,15 +120,16 @@ class Node:
     jobs: Jobs
     transfers: TransferService
     manifests: SignedManifestReceiver
-    ae: Any
+    ae: AE
     qr: QueryRetrieveService
     fast_path: FastStoragePath | None = None
     gate: ConnectionGate | None = None
-    server: Any = None
+    server: NodeServer | None = None
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def port(self) -> int:
+        assert self.server is not None, "the node has not started"
         return int(self.server.server_address[1])
 
     def start(self) -> None:
@@ -171,6 +172,7 @@ class Node:
         except OSError as exc:
             problem = f"node.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
             raise ConfigError(self.config.source, [problem]) from exc
+        assert isinstance(server, NodeServer)  # make_server built it from server_class
         serve_in_background(self.ae, server)
         self.server = server
         log.info(
