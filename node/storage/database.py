@@ -11,10 +11,22 @@ creates whatever is registered on ``metadata``, and :mod:`node.schema` (above th
 owners) imports every owner's table module first. Open the database through
 :func:`node.schema.open_database`.
 
-The schema is SQLAlchemy Core, so a ``postgresql://`` URL can replace the embedded
-SQLite file. With SQLite, every transaction starts with ``BEGIN IMMEDIATE`` so that
-several receiver processes serialise their writes (the audit chain needs that), the
-journal is WAL and ``synchronous=FULL`` makes each commit durable.
+The schema is SQLAlchemy Core, so a ``postgresql://`` URL (psycopg 3; the plain scheme
+is mapped to ``postgresql+psycopg``) can replace the embedded SQLite file. Every
+transaction of the node is serialised with every other one on the same database, because
+the audit chain reads its last record and inserts the next one (its sequence number is
+the primary key), and the MPPS, transfer and manifest bookkeeping read before they write:
+
+- SQLite: each transaction starts with ``BEGIN IMMEDIATE``; the journal is WAL and
+  ``synchronous=FULL`` makes each commit durable.
+- PostgreSQL: each transaction first takes one transaction-scoped advisory lock
+  (``pg_advisory_xact_lock``), released by its COMMIT or ROLLBACK -- the same
+  serialisation, across processes and hosts. READ COMMITTED (set, whatever the server's
+  default): every statement after the lock sees what the previous holder committed; a
+  REPEATABLE READ snapshot would be taken before the lock is granted. ``lock_timeout``
+  (30 s) matches SQLite's busy timeout. Durability is the server's (``synchronous_commit``
+  on, its default). Chosen over SERIALIZABLE with retries: no transaction of the node
+  has to be written to be re-run, and a C-STORE never fails on a serialisation conflict.
 
 Query keys per level (for C-FIND in the Q/R issue): patient (PatientID, PatientName),
 study (StudyInstanceUID, StudyDate, AccessionNumber, StudyID), series
@@ -40,6 +52,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.errors import StorageError
@@ -136,6 +149,21 @@ _SQLITE_APPEND_ONLY = (
 )
 
 
+# One advisory lock key for the node's transactions on a PostgreSQL database ("DCMN").
+SERIALISING_LOCK = 0x44434D4E
+LOCK_STATEMENT = f"SELECT pg_advisory_xact_lock({SERIALISING_LOCK})"
+_LOCK_TIMEOUT_MS = 30_000
+
+
+def engine_url(url: str) -> URL:
+    """The SQLAlchemy URL for ``url``: plain ``postgresql://`` means psycopg 3, the driver
+    the node depends on (SQLAlchemy 2.0 would pick psycopg2, which is not installed)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def open_database(url: str) -> Engine:
     """Create the engine, configure SQLite for durability and create missing tables."""
     try:
@@ -152,7 +180,7 @@ def _open(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = _server_engine(engine_url(url))
     metadata.create_all(engine)
     if engine.dialect.name == "sqlite":
         with engine.begin() as conn:
@@ -176,3 +204,22 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _server_engine(url: URL) -> Engine:
+    if url.get_backend_name() != "postgresql":
+        raise StorageError(
+            f"database {url.get_backend_name()} is not supported (SQLite or PostgreSQL)"
+        )
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args={"options": f"-c lock_timeout={_LOCK_TIMEOUT_MS}"},
+    )
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(LOCK_STATEMENT)
+
+    return engine
