@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Engine,
     ForeignKey,
@@ -102,7 +103,8 @@ instances = Table(
     Column("instance_number", String(12), nullable=False),
     Column("transfer_syntax_uid", String(64), nullable=False),
     Column("path", Text, nullable=False),
-    Column("size", Integer, nullable=False),
+    # 64-bit on PostgreSQL, whose INTEGER stops at 2 GiB (SQLite's is always 64-bit).
+    Column("size", Integer().with_variant(BigInteger(), "postgresql"), nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("calling_ae", String(16), nullable=False),
     Column("peer_address", String(64), nullable=False),
@@ -140,7 +142,8 @@ audit_log = Table(
 )
 
 # The audit log is append-only: the database refuses edits and deletions. Someone with
-# raw access to the file can still drop these triggers; the hash chain detects that.
+# raw access to the file (or a PostgreSQL owner) can still drop these triggers; the hash
+# chain detects that.
 _SQLITE_APPEND_ONLY = (
     """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
@@ -164,6 +167,23 @@ def engine_url(url: str) -> URL:
     return parsed
 
 
+# The same refusal on PostgreSQL (TRUNCATE too, which skips row triggers). Replaced in
+# one transaction at each start, so a second start never fails on an existing trigger.
+_POSTGRESQL_APPEND_ONLY = (
+    """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger
+       LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
+    "DROP TRIGGER IF EXISTS audit_no_update ON audit_log",
+    "DROP TRIGGER IF EXISTS audit_no_delete ON audit_log",
+    "DROP TRIGGER IF EXISTS audit_no_truncate ON audit_log",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+    """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_log
+       FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+)
+
+
 def open_database(url: str) -> Engine:
     """Create the engine, configure SQLite for durability and create missing tables."""
     try:
@@ -181,12 +201,30 @@ def _open(url: str) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = _server_engine(engine_url(url))
+    if engine.dialect.name == "postgresql":
+        _unbounded_strings()
     metadata.create_all(engine)
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:
-            for ddl in _SQLITE_APPEND_ONLY:
-                conn.exec_driver_sql(ddl)
+    append_only = (
+        _SQLITE_APPEND_ONLY if engine.dialect.name == "sqlite" else _POSTGRESQL_APPEND_ONLY
+    )
+    with engine.begin() as conn:
+        for ddl in append_only:
+            conn.exec_driver_sql(ddl)
     return engine
+
+
+def _unbounded_strings() -> None:
+    """Every ``String(n)`` of every registered table becomes an unbounded VARCHAR on
+    PostgreSQL. The lengths are DICOM's (UI 64, SH 16...) and SQLite never enforced them;
+    values that exceed them reach the index (a KOS's custody origin names its MPPS UID,
+    a peer's LO value may be longer than allowed), and must be stored on PostgreSQL as
+    they are on SQLite, not refused with "value too long". Idempotent."""
+    for table in metadata.tables.values():
+        for column in table.columns:
+            kind = column.type
+            bounded = isinstance(kind, String) and not isinstance(kind, Text) and kind.length
+            if bounded and "postgresql" not in kind._variant_mapping:
+                column.type = kind.with_variant(String(), "postgresql")
 
 
 def _configure_sqlite(engine: Engine) -> None:
