@@ -113,11 +113,15 @@ class Cluster:
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{_SUPERUSER}@/{database}?host={self.socket_dir}"
 
+    def connect(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        """A superuser connection in autocommit mode (for the tests' own look)."""
+        return psycopg.connect(
+            host=str(self.socket_dir), user=_SUPERUSER, dbname=database, autocommit=True
+        )
+
     def new_database(self) -> str:
         """A new, empty database; its name is unique in the session."""
         name = f"node_{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(
-            host=str(self.socket_dir), user=_SUPERUSER, dbname="postgres", autocommit=True
-        ) as conn:
+        with self.connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
