@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from node.config import NodeConfig
 from node.errors import ConfigError, NodeError
+from node.storage.database import engine_url
 from node.storage.lock import ArchiveInUse, ArchiveLock, archive_holder, lock_archive
 
 
@@ -88,7 +89,10 @@ def _database(url: str) -> list[str]:
         return _sqlite_file(Path(url.removeprefix("sqlite:///")))
     if url.startswith("sqlite"):
         return []  # in memory: nothing to check
-    engine = create_engine(url, pool_pre_ping=True)
+    try:
+        engine = create_engine(engine_url(url), pool_pre_ping=True)
+    except SQLAlchemyError as exc:
+        return [f"storage.database: {_masked(url)}: {exc}"]
     try:
         with engine.connect():
             pass

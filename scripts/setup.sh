@@ -21,7 +21,7 @@ python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
   || { echo "dicom-node needs Python 3.11 or newer" >&2; exit 2; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 if [ $want_test -eq 1 ]; then
-  apt_install dcmtk dicom3tools openssl orthanc
+  apt_install dcmtk dicom3tools openssl orthanc postgresql  # postgresql: tests/pg.py starts a throwaway cluster
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 extras=""; [ $want_test -eq 1 ] && extras="[test]"

@@ -11,6 +11,7 @@ import pytest
 from node.app import Node, build_node, configure_libraries, ensure_development_key
 from node.config import NodeConfig, parse_config
 from node.storage.files import FileStore
+from tests.pg import Cluster
 
 
 def config_dict(root: Path, **sections: Any) -> dict[str, Any]:
@@ -32,10 +33,41 @@ def config_dict(root: Path, **sections: Any) -> dict[str, Any]:
     return data
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the session (tests/pg.py), stopped at its end
+    whatever the tests did; started only when a test asks for PostgreSQL."""
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """``storage.database`` for a test that must hold on both index databases: an SQLite
+    file, or a fresh database on the session's PostgreSQL server (a plain
+    ``postgresql://`` URL, as a user writes it)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'node.sqlite'}"
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.url(cluster.new_database(), driver="postgresql")
+
+
 @pytest.fixture
-def make_config(tmp_path: Path) -> Callable[..., NodeConfig]:
+def index_database(tmp_path: Path) -> str:
+    """The ``storage.database`` that ``make_config`` writes. A module whose tests must hold
+    on both databases overrides this fixture with one that returns ``database``."""
+    return str(tmp_path / "node.sqlite")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, index_database: str) -> Callable[..., NodeConfig]:
     def make(**sections: Any) -> NodeConfig:
-        return parse_config(config_dict(tmp_path, **sections), tmp_path)
+        storage = {"database": index_database, **sections.pop("storage", {})}
+        return parse_config(config_dict(tmp_path, storage=storage, **sections), tmp_path)
 
     return make
 

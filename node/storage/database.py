@@ -11,10 +11,22 @@ creates whatever is registered on ``metadata``, and :mod:`node.schema` (above th
 owners) imports every owner's table module first. Open the database through
 :func:`node.schema.open_database`.
 
-The schema is SQLAlchemy Core, so a ``postgresql://`` URL can replace the embedded
-SQLite file. With SQLite, every transaction starts with ``BEGIN IMMEDIATE`` so that
-several receiver processes serialise their writes (the audit chain needs that), the
-journal is WAL and ``synchronous=FULL`` makes each commit durable.
+The schema is SQLAlchemy Core, so a ``postgresql://`` URL (psycopg 3; the plain scheme
+is mapped to ``postgresql+psycopg``) can replace the embedded SQLite file. Every
+transaction of the node is serialised with every other one on the same database, because
+the audit chain reads its last record and inserts the next one (its sequence number is
+the primary key), and the MPPS, transfer and manifest bookkeeping read before they write:
+
+- SQLite: each transaction starts with ``BEGIN IMMEDIATE``; the journal is WAL and
+  ``synchronous=FULL`` makes each commit durable.
+- PostgreSQL: each transaction first takes one transaction-scoped advisory lock
+  (``pg_advisory_xact_lock``), released by its COMMIT or ROLLBACK -- the same
+  serialisation, across processes and hosts. READ COMMITTED (set, whatever the server's
+  default): every statement after the lock sees what the previous holder committed; a
+  REPEATABLE READ snapshot would be taken before the lock is granted. ``lock_timeout``
+  (30 s) matches SQLite's busy timeout. Durability is the server's (``synchronous_commit``
+  on, its default). Chosen over SERIALIZABLE with retries: no transaction of the node
+  has to be written to be re-run, and a C-STORE never fails on a serialisation conflict.
 
 Query keys per level (for C-FIND in the Q/R issue): patient (PatientID, PatientName),
 study (StudyInstanceUID, StudyDate, AccessionNumber, StudyID), series
@@ -28,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Engine,
     ForeignKey,
@@ -40,6 +53,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.errors import StorageError
@@ -89,7 +103,8 @@ instances = Table(
     Column("instance_number", String(12), nullable=False),
     Column("transfer_syntax_uid", String(64), nullable=False),
     Column("path", Text, nullable=False),
-    Column("size", Integer, nullable=False),
+    # 64-bit on PostgreSQL, whose INTEGER stops at 2 GiB (SQLite's is always 64-bit).
+    Column("size", Integer().with_variant(BigInteger(), "postgresql"), nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("calling_ae", String(16), nullable=False),
     Column("peer_address", String(64), nullable=False),
@@ -127,12 +142,45 @@ audit_log = Table(
 )
 
 # The audit log is append-only: the database refuses edits and deletions. Someone with
-# raw access to the file can still drop these triggers; the hash chain detects that.
+# raw access to the file (or a PostgreSQL owner) can still drop these triggers; the hash
+# chain detects that.
 _SQLITE_APPEND_ONLY = (
     """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_log
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_log
        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+)
+
+
+# One advisory lock key for the node's transactions on a PostgreSQL database ("DCMN").
+SERIALISING_LOCK = 0x44434D4E
+LOCK_STATEMENT = f"SELECT pg_advisory_xact_lock({SERIALISING_LOCK})"
+_LOCK_TIMEOUT_MS = 30_000
+
+
+def engine_url(url: str) -> URL:
+    """The SQLAlchemy URL for ``url``: plain ``postgresql://`` means psycopg 3, the driver
+    the node depends on (SQLAlchemy 2.0 would pick psycopg2, which is not installed)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+# The same refusal on PostgreSQL (TRUNCATE too, which skips row triggers). Replaced in
+# one transaction at each start, so a second start never fails on an existing trigger.
+_POSTGRESQL_APPEND_ONLY = (
+    """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger
+       LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
+    "DROP TRIGGER IF EXISTS audit_no_update ON audit_log",
+    "DROP TRIGGER IF EXISTS audit_no_delete ON audit_log",
+    "DROP TRIGGER IF EXISTS audit_no_truncate ON audit_log",
+    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+    """CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_log
+       FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
 )
 
 
@@ -152,13 +200,31 @@ def _open(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = _server_engine(engine_url(url))
+    if engine.dialect.name == "postgresql":
+        _unbounded_strings()
     metadata.create_all(engine)
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:
-            for ddl in _SQLITE_APPEND_ONLY:
-                conn.exec_driver_sql(ddl)
+    append_only = (
+        _SQLITE_APPEND_ONLY if engine.dialect.name == "sqlite" else _POSTGRESQL_APPEND_ONLY
+    )
+    with engine.begin() as conn:
+        for ddl in append_only:
+            conn.exec_driver_sql(ddl)
     return engine
+
+
+def _unbounded_strings() -> None:
+    """Every ``String(n)`` of every registered table becomes an unbounded VARCHAR on
+    PostgreSQL. The lengths are DICOM's (UI 64, SH 16...) and SQLite never enforced them;
+    values that exceed them reach the index (a KOS's custody origin names its MPPS UID,
+    a peer's LO value may be longer than allowed), and must be stored on PostgreSQL as
+    they are on SQLite, not refused with "value too long". Idempotent."""
+    for table in metadata.tables.values():
+        for column in table.columns:
+            kind = column.type
+            bounded = isinstance(kind, String) and not isinstance(kind, Text) and kind.length
+            if bounded and "postgresql" not in kind._variant_mapping:
+                column.type = kind.with_variant(String(), "postgresql")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -176,3 +242,22 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _server_engine(url: URL) -> Engine:
+    if url.get_backend_name() != "postgresql":
+        raise StorageError(
+            f"database {url.get_backend_name()} is not supported (SQLite or PostgreSQL)"
+        )
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        isolation_level="READ COMMITTED",
+        connect_args={"options": f"-c lock_timeout={_LOCK_TIMEOUT_MS}"},
+    )
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(LOCK_STATEMENT)
+
+    return engine

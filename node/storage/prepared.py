@@ -20,6 +20,8 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql.expression import ClauseElement
 
+from node.storage.database import LOCK_STATEMENT
+
 
 class Prepared:
     """One statement compiled for ``engine``'s dialect; parameters are given by name.
@@ -73,9 +75,9 @@ class CommitUncertain(sa_exc.OperationalError):
 def raw_transaction(engine: Engine) -> Iterator[Any]:
     """A DB-API cursor inside one transaction: committed on exit, rolled back on error.
 
-    SQLite starts it with BEGIN IMMEDIATE, as every transaction of the node does
-    (:mod:`node.storage.database`), so concurrent writers serialise before reading the
-    audit chain's last record.
+    SQLite starts it with BEGIN IMMEDIATE, PostgreSQL with the node's advisory lock, as
+    every transaction of the node does (:mod:`node.storage.database`), so concurrent
+    writers serialise before reading the audit chain's last record.
     """
     with _translated(engine):
         raw = engine.raw_connection()
@@ -84,6 +86,8 @@ def raw_transaction(engine: Engine) -> Iterator[Any]:
             try:
                 if engine.dialect.name == "sqlite":
                     cursor.execute("BEGIN IMMEDIATE")
+                elif engine.dialect.name == "postgresql":
+                    cursor.execute(LOCK_STATEMENT)  # opens the transaction (no autocommit)
                 yield cursor
                 try:
                     raw.commit()

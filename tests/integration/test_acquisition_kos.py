@@ -142,7 +142,11 @@ def test_completed_after_images(node: Node, tmp_path: Path) -> None:
     check_kos(node, uid, series, tmp_path)
 
 
-def test_completed_before_images_and_one_kos_only(node: Node, tmp_path: Path) -> None:
+def test_completed_before_images_and_one_kos_only(
+    make_config: Callable[..., NodeConfig], start_node, tmp_path: Path, database: str
+) -> None:
+    """On SQLite and on PostgreSQL: the KOS is built once, whichever arrives last."""
+    node = start_node(make_config(storage={"database": database}))
     series = acquisition()
     everything = [ds for group in series.values() for ds in group]
     client, uid = start_procedure(node)

@@ -23,8 +23,8 @@ def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_echo_studies_status_and_audit(tmp_path: Path, start_node) -> None:
-    data = config_dict(tmp_path)
+def test_echo_studies_status_and_audit(tmp_path: Path, start_node, database: str) -> None:
+    data = config_dict(tmp_path, storage={"database": database})  # SQLite and PostgreSQL
     node = start_node(parse_config(data, tmp_path))
     data["sources"] = [
         {"name": "self", "ae_title": "DICOM_NODE", "host": "127.0.0.1", "port": node.port},
@@ -56,7 +56,8 @@ def test_echo_studies_status_and_audit(tmp_path: Path, start_node) -> None:
 
     engine = open_database(parse_config(data, tmp_path).storage.database)
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER audit_no_update")
+        on = " ON audit_log" if engine.dialect.name == "postgresql" else ""
+        conn.exec_driver_sql(f"DROP TRIGGER audit_no_update{on}")
         conn.exec_driver_sql("UPDATE audit_log SET event = 'edited' WHERE seq = 2")
     engine.dispose()
     broken = cli(config, "audit", "verify")

@@ -29,9 +29,9 @@ from tests.pki import issue, make_ca
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "pynetdicom-path"])
 def test_kill_9_during_large_send_loses_nothing_acknowledged(
-    tmp_path: Path, fast_path: bool
+    tmp_path: Path, fast_path: bool, database: str
 ) -> None:
-    data = config_dict(tmp_path, node={"fast_path": fast_path})
+    data = config_dict(tmp_path, node={"fast_path": fast_path}, storage={"database": database})
     config_file = write_config(tmp_path / "node.yaml", data)
     node = NodeProcess(config_file)
     acknowledged: list[str] = []

@@ -1,6 +1,7 @@
 """One SOP Instance UID from several senders at once: exactly one writer owns the
 archived file, its bytes are the acknowledged sender's, and a second identical data set
-is a duplicate whoever sends it. On both association paths."""
+is a duplicate whoever sends it; concurrent associations keep one unbroken audit chain.
+On both association paths, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ from tests.helpers import ct_dataset, dataset_bytes, sha256
 from tests.integration.scu import association
 
 PAIRS = 12
+
+
+@pytest.fixture
+def index_database(database: str) -> str:
+    return database  # every test here runs on SQLite and on PostgreSQL
 
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "pynetdicom-path"])
@@ -127,3 +133,29 @@ def test_concurrent_identical_stores_from_two_senders_are_both_acknowledged(
         assert sha256(node.archive.files.path(row.path)) == row.sha256
     events = [r.event for r in audit.records(node.archive.engine)]
     assert events.count("duplicate-identical") == PAIRS
+
+
+def test_concurrent_associations_extend_one_unbroken_audit_chain(any_node: Node) -> None:
+    """Four associations store at once: every record takes the next sequence number after
+    the one before it (no two appends read the same head), and no store fails for it."""
+    node, senders, each = any_node, 4, 8
+    barrier = threading.Barrier(senders)
+    head = audit.head_seq(node.archive.engine)
+
+    def sender(k: int) -> list[int]:
+        items = [ct_dataset(number=n, seed=100 * k + n) for n in range(1, each + 1)]
+        with association(node.port, aet=f"SITE_{k}") as assoc:
+            got = []
+            for ds in items:
+                barrier.wait(timeout=30)
+                got.append(int(assoc.send_c_store(ds).Status))
+        return got
+
+    with ThreadPoolExecutor(senders) as pool:
+        results = [f.result() for f in [pool.submit(sender, k) for k in range(senders)]]
+    assert results == [[StorageStatus.SUCCESS] * each] * senders
+    stored = [r for r in audit.records(node.archive.engine) if r.event == "instance-stored"]
+    assert len(stored) == senders * each
+    report = audit.verify_chain(node.archive.engine)
+    assert report.ok, report
+    assert audit.head_seq(node.archive.engine) == report.count > head

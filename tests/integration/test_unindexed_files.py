@@ -31,6 +31,11 @@ from tests.integration.process import write_config
 from tests.integration.scu import association
 
 
+@pytest.fixture
+def index_database(database: str) -> str:
+    return database  # every test here runs on SQLite and on PostgreSQL
+
+
 def encoded(ds: Dataset) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, False
@@ -147,9 +152,10 @@ def test_a_file_another_process_still_writes_is_waited_for(
 
 
 def test_status_counts_what_is_on_disk_and_in_the_index(
-    tmp_path: Path, start_node: Callable[..., Node]
+    tmp_path: Path, start_node: Callable[..., Node], database: str
 ) -> None:
-    config_file = write_config(tmp_path / "node.yaml", config_dict(tmp_path))
+    data = config_dict(tmp_path, storage={"database": database})
+    config_file = write_config(tmp_path / "node.yaml", data)
     node = start_node(load_config(config_file))
     with association(node.port) as assoc:
         assert assoc.send_c_store(ct_dataset(number=1, seed=1)).Status == StorageStatus.SUCCESS

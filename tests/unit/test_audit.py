@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine, text
 
@@ -12,8 +10,8 @@ from node.storage import audit
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = open_database(f"sqlite:///{tmp_path / 'a.sqlite'}")
+def engine(database: str) -> Engine:
+    engine = open_database(database)  # SQLite and PostgreSQL
     for i in range(5):
         with engine.begin() as conn:
             audit.append(conn, "instance-stored", sop_instance_uid=f"1.2.{i}", details={"n": i})
@@ -23,8 +21,9 @@ def engine(tmp_path: Path) -> Engine:
 def tamper(engine: Engine, sql: str) -> None:
     # What someone with raw write access to the database file can do.
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER audit_no_update")
-        conn.exec_driver_sql("DROP TRIGGER audit_no_delete")
+        on = " ON audit_log" if engine.dialect.name == "postgresql" else ""
+        conn.exec_driver_sql(f"DROP TRIGGER audit_no_update{on}")
+        conn.exec_driver_sql(f"DROP TRIGGER audit_no_delete{on}")
         conn.exec_driver_sql(sql)
 
 
@@ -40,6 +39,9 @@ def test_database_refuses_edits(engine: Engine) -> None:
         conn.execute(text("UPDATE audit_log SET event = 'x' WHERE seq = 2"))
     with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_log WHERE seq = 2"))
+    with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log"))
+    assert audit.verify_chain(engine).count == 5
 
 
 def test_edited_record_is_named(engine: Engine) -> None:

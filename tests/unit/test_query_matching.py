@@ -68,9 +68,10 @@ def _add(engine: Engine, header: InstanceHeader) -> None:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    """Two patients: Doe (one CT study, two series, 3+2 images) and Roe (one MR study)."""
-    engine = open_database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+def engine(database: str) -> Engine:
+    """Two patients: Doe (one CT study, two series, 3+2 images) and Roe (one MR study);
+    on SQLite and on PostgreSQL (the ``database`` fixture)."""
+    engine = open_database(database)
     for n in (1, 2, 3):
         _add(engine, replace(BASE, sop_instance_uid=f"1.2.3.1.1.{n}", instance_number=str(n)))
     second = replace(
@@ -182,6 +183,10 @@ def test_text_matching_is_case_sensitive(
         ("StudyDate", "20250101-", []),
         ("StudyTime", "0900-1100", ["1.2.3.1"]),
         ("StudyTime", "-0800", ["1.2.3.2"]),  # a reduced-precision bound covers its minute
+        # ... compared character by character, whatever the server's collation (a
+        # PostgreSQL database in en_US.UTF-8 ignores the "~" that closes the bound).
+        ("StudyTime", "-1015", ["1.2.3.2", "1.2.3.1"]),
+        ("StudyTime", "1015-1015", ["1.2.3.1"]),
         ("StudyTime", "101500", ["1.2.3.1"]),
     ],
 )

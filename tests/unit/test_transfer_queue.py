@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,8 +70,8 @@ def test_contexts_exact_syntax_plus_one_uncompressed_fallback() -> None:
 
 
 @pytest.fixture
-def queue(make_config: Callable[..., NodeConfig], tmp_path: Path) -> TransferQueue:
-    archive = open_archive(make_config())
+def queue(make_config: Callable[..., NodeConfig], tmp_path: Path, database: str) -> TransferQueue:
+    archive = open_archive(make_config(storage={"database": database}))
     for n in range(3):
         ds = ct_dataset(number=n, seed=n)
         path = write_part10(ds, tmp_path / f"{n}.dcm")
@@ -95,6 +97,23 @@ def test_one_claim_at_a_time_and_nothing_sent_without_an_answer(queue: TransferQ
     assert queue.get(transfer_id).state == SENDING  # type: ignore[union-attr]
     assert queue.counts(transfer_id).pending == 3
     assert queue.enqueue("1.2.3.4.404", "site-b", "command") == (0, 0)  # unknown study
+
+
+def test_two_claimers_at_once_one_wins(queue: TransferQueue) -> None:
+    """Two workers claim the same due transfer at the same instant: exactly one gets it
+    (the claim is one conditional UPDATE, not a read then a write)."""
+    transfer_id, _ = queue.enqueue(STUDY_UID, "site-b", "command")
+    for _ in range(5):
+        barrier = threading.Barrier(2)
+
+        def claimer(barrier: threading.Barrier) -> bool:
+            barrier.wait(timeout=30)
+            return queue.claim(transfer_id)
+
+        with ThreadPoolExecutor(2) as pool:
+            won = [f.result() for f in [pool.submit(claimer, barrier) for _ in range(2)]]
+        assert sorted(won) == [False, True]
+        queue.release(transfer_id)  # due again for the next round
 
 
 def test_retry_later_then_give_up(queue: TransferQueue) -> None:

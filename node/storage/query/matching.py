@@ -4,10 +4,12 @@
 - Single value matching (C.2.2.2.1): equality; case-sensitive, except Person Name keys,
   which match case-insensitively as C.2.2.2.1 permits for PN.
 - Wildcard matching (C.2.2.2.4): ``*`` any sequence, ``?`` one character, for the text
-  keys (AE, CS, LO, PN, SH VRs); SQLite's GLOB keeps it case-sensitive there.
+  keys (AE, CS, LO, PN, SH VRs), case-sensitive there: GLOB on SQLite (its LIKE ignores
+  case), LIKE with escaped ``%`` and ``_`` on PostgreSQL (whose LIKE respects case).
 - Range matching (C.2.2.2.5): dates and times ``a-b``, ``a-``, ``-b``; an empty stored
   value never falls in a range. A bound given with less precision covers the whole unit
-  (``-1015`` includes 10:15:59).
+  (``-1015`` includes 10:15:59). Bounds compare byte-wise (``COLLATE "C"`` on
+  PostgreSQL), whatever the database's collation.
 - List of UID matching (C.2.2.2.2): UID keys with several values match any of them.
 Several values for another key (a backslash in the value) match if any value matches.
 """
@@ -53,6 +55,10 @@ def condition(
 def _one(column: ColumnElement[Any], match: Match, value: str, dialect: str) -> ColumnElement[bool]:
     if match in (Match.DATE, Match.TIME) and "-" in value:
         low, _, high = value.partition("-")
+        if dialect == "postgresql":
+            # Bounds compare character by character, as SQLite does: a database in a
+            # language collation (en_US.UTF-8) ignores the "~" that closes a bound.
+            column = column.collate("C")
         bounds = [column != ""]
         if low:
             bounds.append(column >= low)
