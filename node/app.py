@@ -55,6 +55,7 @@ from node.storage.recovery import recover
 from node.transfer.queue import TransferQueue
 from node.transfer.sender import TransferSender
 from node.transfer.service import TransferService
+from node.web.service import HttpService
 
 log = logging.getLogger("node")
 
@@ -125,6 +126,7 @@ class Node:
     fast_path: FastStoragePath | None = None
     gate: ConnectionGate | None = None
     server: NodeServer | None = None
+    web: HttpService | None = None  # the HTTP service (http.enabled)
     stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -182,6 +184,8 @@ class Node:
             self.port,
             " (TLS)" if ssl_context else "",
         )
+        if self.web is not None:
+            self.web.start()
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let associations and in-flight stores finish, then abort."""
@@ -189,6 +193,8 @@ class Node:
             return
         grace = self.config.node.shutdown_grace if grace is None else grace
         deadline = time.monotonic() + grace
+        if self.web is not None:
+            self.web.stop()  # requests in progress finish within the grace
         self.server.shutdown()  # no new associations from here on
         if self.gate is not None:
             self.gate.close_all()  # connections still waiting for their request
@@ -340,4 +346,7 @@ def build_node(config: NodeConfig, *, files: FileStore | None = None) -> Node:
         qr=qr,
         fast_path=fast_path,
         gate=gate,
+        web=HttpService(config.http, archive, grace=cfg.shutdown_grace)
+        if config.http.enabled
+        else None,
     )

@@ -11,7 +11,8 @@ each with its key path, like a configuration error (exit 2):
 - ``signing.key``: loadable with its certificate and passphrase (or creatable when
   ``create_if_missing`` allows it);
 - ``tls``: certificate, key and CA load;
-- ``node.host``/``node.port``: the address can be bound now.
+- ``node.host``/``node.port`` and ``http.host``/``http.port``: the addresses can be bound
+  now; ``http.tls``: certificate, key and CA load.
 
 Then :func:`hold_archive` takes the archive lock (node.storage.lock); start-up recovery
 and everything else that writes come after it.
@@ -40,7 +41,9 @@ def check_serve(config: NodeConfig) -> None:
         *_database(config.storage.database),
         *_signing(config),
         *_tls(config),
-        *_listen(config.node.host, config.node.port),
+        *_listen("node.port", config.node.host, config.node.port),
+        *(_listen("http.port", config.http.host, config.http.port) if config.http.enabled else []),
+        *_http_tls(config),
     ]
     if problems:
         raise ConfigError(config.source, problems)
@@ -149,6 +152,18 @@ def _signing(config: NodeConfig) -> list[str]:
     return []
 
 
+def _http_tls(config: NodeConfig) -> list[str]:
+    if not config.http.enabled or config.http.tls is None:
+        return []
+    from node.net.tls import server_context
+
+    try:
+        server_context(config.http.tls)
+    except ConfigError as exc:
+        return [f"http.{problem}" for problem in exc.problems]
+    return []
+
+
 def _tls(config: NodeConfig) -> list[str]:
     if config.tls is None:
         return []
@@ -161,12 +176,13 @@ def _tls(config: NodeConfig) -> list[str]:
     return []
 
 
-def _listen(host: str, port: int) -> list[str]:
-    """Bind the listening address once, as the server will (IPv4, SO_REUSEADDR)."""
+def _listen(key: str, host: str, port: int) -> list[str]:
+    """Bind the listening address once, as the server will (SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
-        return [f"node.port: cannot listen on {host}:{port}: {exc.strerror or exc}"]
+        return [f"{key}: cannot listen on {host}:{port}: {exc.strerror or exc}"]
     return []

@@ -24,6 +24,7 @@ def config_dict(root: Path, **sections: Any) -> dict[str, Any]:
             "create_if_missing": True,
         },
         "peers": [],
+        "http": {"port": 0},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -46,6 +46,8 @@ def run_serve(args: argparse.Namespace) -> int:
         node.start()
         # Readiness line for supervisors and tests: the port is known only now.
         print(f"ready {config.node.ae_title} port {node.port}", flush=True)
+        if node.web is not None:
+            print(f"ready http {node.web.url}", flush=True)
         stop.wait()
         node.stop()
     finally:

@@ -5,6 +5,7 @@ from node.config.load import load_config, parse_config
 from node.config.model import (
     AcquisitionConfig,
     ClientTLS,
+    HttpConfig,
     LocalNode,
     LoggingConfig,
     ManifestsConfig,
@@ -26,6 +27,7 @@ __all__ = [
     "ALL_ROLES",
     "AcquisitionConfig",
     "ClientTLS",
+    "HttpConfig",
     "LocalNode",
     "LoggingConfig",
     "MacAlgorithm",

@@ -9,6 +9,7 @@ any of these objects exist (:func:`node.config.load.parse_config`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -258,6 +259,50 @@ class ReportingConfig(Section):
         return None
 
 
+class HttpConfig(Section):
+    """The node's HTTP service inside ``serve``: WADO-URI (PS3.18 9) at ``/wado``."""
+
+    enabled: Flag = True
+    host: Text = "127.0.0.1"
+    port: ListenPort = 8080
+    tls: TLSConfig | None = None
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_off(cls, value: object) -> object:
+        return None if value is False else value
+
+    @classmethod
+    def cross_field_problems(
+        cls, data: Mapping[str, Any], context: LoadContext | None
+    ) -> Iterator[Problem]:
+        host = data.get("host")
+        if isinstance(host, str) and host and not _loopback(host):
+            # Without users anyone who reaches the port reads the archive.
+            yield ("host",), "must be a loopback address (http users are not supported yet)"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def own_wado_url(self) -> str | None:
+        """The node's own WADO-URI base, when the service runs on a port known in advance."""
+        if not self.enabled or self.port == 0:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}/wado"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class LoggingConfig(Section):
     """How much the node logs (no patient data at INFO)."""
 
@@ -285,7 +330,14 @@ class NodeConfig(Section):
     manifests: ManifestsConfig = Field(default_factory=ManifestsConfig)
     reporting: ReportingConfig = Field(default_factory=ReportingConfig)
     tls: TLSConfig | None = None
+    http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def wado_base_url(self) -> str | None:
+        """Where the CDA's image links point: ``reporting.wado_base_url``, else the node's
+        own ``/wado`` (PS3.18 9), else None."""
+        return self.reporting.wado_base_url or self.http.own_wado_url
 
     @field_validator("tls", mode="before")
     @classmethod

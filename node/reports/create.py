@@ -21,7 +21,7 @@ from node.documents.transcription import parse_transcription
 from node.errors import UsageError
 from node.identity import new_uid
 from node.reports import evidence as ev
-from node.reports.desk import Outcome, ReportDesk, observer_for, write_document
+from node.reports.desk import NO_WADO, Outcome, ReportDesk, observer_for, write_document
 from node.reports.fetch import attachments
 from node.signatures import load_trust
 from node.storage import audit
@@ -42,8 +42,8 @@ def create_report(
 ) -> Outcome:
     """Write the draft report and its CDA; nothing enters the archive yet."""
     settings, config, archive = desk.settings, desk.config, desk.archive
-    if not settings.wado_base_url:
-        raise UsageError("reporting.wado_base_url is not configured (needed for CDA links)")
+    if not config.wado_base_url:
+        raise UsageError(NO_WADO)
     person = desk.person(author, "author")
     sections = parse_transcription(text)
     notes: list[str] = []

@@ -36,6 +36,13 @@ SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
 KOS = str(KeyObjectSelectionDocumentStorage)
 
 
+# Why a report cannot be made without a WADO-URI base for its image links.
+NO_WADO = (
+    "reporting.wado_base_url is not configured and http is off or on port 0 "
+    "(needed for the CDA's image links)"
+)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a reporting command did, for the command line to print."""
@@ -102,9 +109,9 @@ class ReportDesk:
         ]
 
     def cda_context(self, cda_uid: str, replaces: str | None = None) -> CdaContext:
-        base = self.settings.wado_base_url
+        base = self.config.wado_base_url
         if not base:
-            raise UsageError("reporting.wado_base_url is not configured (needed for CDA links)")
+            raise UsageError(NO_WADO)
         return CdaContext(
             cda_uid=cda_uid,
             wado_base_url=base,

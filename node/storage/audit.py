@@ -46,6 +46,7 @@ class AuditEvent:
     REPORT_VERIFIED = "report-verified"  # a verified report (new instance) was archived
     RETRIEVED = "retrieved"  # arrived by C-GET/C-MOVE we requested (source, method, WADO URL)
     RETRIEVE_FAILED = "retrieve-failed"  # a requested object did not arrive
+    WADO_RETRIEVED = "wado-retrieved"  # an archived object served over WADO-URI (client, UIDs)
     INSTANCE_SENT = "instance-sent"  # a peer acknowledged an instance we sent (any use)
     C_MOVE_SERVED = "c-move-served"  # our Q/R SCP answered a C-MOVE (counts, status)
     C_GET_SERVED = "c-get-served"  # our Q/R SCP answered a C-GET (counts, status)

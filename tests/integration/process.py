@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 READY = re.compile(r"^ready (\S+) port (\d+)$")
+READY_PORT = r"^ready \S+ port (\d+)$"  # the DICOM port of the readiness line
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
@@ -32,8 +33,13 @@ class NodeProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.stderr_lines: list[str] = []
+        self.stdout_lines: list[str] = []
+        self._lines_changed = threading.Condition()
+        self._stdout_closed = False
         self._stderr = threading.Thread(target=self._drain_stderr, daemon=True)
         self._stderr.start()
+        self._stdout = threading.Thread(target=self._read_stdout, daemon=True)
+        self._stdout.start()
         self.port = self._wait_ready(timeout)
 
     def _drain_stderr(self) -> None:
@@ -41,26 +47,43 @@ class NodeProcess:
         for line in self.proc.stderr:
             self.stderr_lines.append(line.rstrip())
 
-    def _wait_ready(self, timeout: float) -> int:
-        result: list[int] = []
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lines_changed:
+                self.stdout_lines.append(line.rstrip())
+                self._lines_changed.notify_all()
+        with self._lines_changed:
+            self._stdout_closed = True
+            self._lines_changed.notify_all()
 
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for line in self.proc.stdout:
-                match = READY.match(line.strip())
+    def wait_line(self, pattern: str, timeout: float = 30) -> str:
+        """The first group of the first stdout line matching ``pattern`` (waits for it)."""
+        wanted = re.compile(pattern)
+        with self._lines_changed:
+            found = self._lines_changed.wait_for(
+                lambda: (
+                    self._stdout_closed or any(wanted.match(line) for line in self.stdout_lines)
+                ),
+                timeout,
+            )
+            for line in self.stdout_lines:
+                match = wanted.match(line)
                 if match:
-                    result.append(int(match.group(2)))
-                    return
+                    return match.group(1)
+        del found
+        raise AssertionError(f"no line matching {pattern!r}:\n" + "\n".join(self.stderr_lines))
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not result:
+    def _wait_ready(self, timeout: float) -> int:
+        try:
+            return int(self.wait_line(READY_PORT, timeout))
+        except AssertionError:
             self.proc.kill()
             self.proc.wait()
             self._stderr.join(5)
-            raise AssertionError("node did not become ready:\n" + "\n".join(self.stderr_lines))
-        return result[0]
+            raise AssertionError(
+                "node did not become ready:\n" + "\n".join(self.stderr_lines)
+            ) from None
 
     def terminate(self, timeout: float = 30) -> int:
         self.proc.terminate()

@@ -67,7 +67,8 @@ def test_echo_studies_status_and_audit(tmp_path: Path, start_node, database: str
 
 def test_read_only_commands_on_a_fresh_configuration_create_nothing(tmp_path: Path) -> None:
     config = write_config(
-        tmp_path / "fresh.yaml", {"node": {"port": 0}, "signing": {"create_if_missing": True}}
+        tmp_path / "fresh.yaml",
+        {"node": {"port": 0}, "http": {"port": 0}, "signing": {"create_if_missing": True}},
     )
     database = tmp_path / "var/node.sqlite"
     expected = {

@@ -45,7 +45,8 @@ def test_default_configuration_writes_under_var_and_report_create_works(tmp_path
     # The README's order: Smith's key, the reporting block, the node, the study, the report.
     keys = run(clone, "keys", "init", "--dir", "var/keys/smith", "--subject", "Smith^John")
     assert keys.returncode == 0, keys.stderr
-    text = config.read_text().replace("port: 11112", "port: 0")  # an OS-assigned port
+    # OS-assigned ports for DICOM and HTTP.
+    text = config.read_text().replace("port: 11112", "port: 0").replace("port: 8080", "port: 0")
     config.write_text(text + readme_reporting_block())
     assert "reporting" in yaml.safe_load(config.read_text())
     node = NodeProcess(config)

@@ -60,7 +60,7 @@ def fresh_config(root: Path, port: int) -> Path:
     """A new site: relative paths, a development key made on first start."""
     return write_config(
         root / "node.yaml",
-        {"node": {"port": port}, "signing": {"create_if_missing": True}},
+        {"node": {"port": port}, "http": {"port": 0}, "signing": {"create_if_missing": True}},
     )
 
 
