@@ -185,7 +185,11 @@ class Node:
             " (TLS)" if ssl_context else "",
         )
         if self.web is not None:
-            self.web.start()
+            try:
+                self.web.start()
+            except Exception:
+                self.stop(grace=0)  # nothing half-started stays behind: DICOM, jobs, workers
+                raise
 
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let associations and in-flight stores finish, then abort."""
@@ -193,9 +197,9 @@ class Node:
             return
         grace = self.config.node.shutdown_grace if grace is None else grace
         deadline = time.monotonic() + grace
-        if self.web is not None:
-            self.web.stop()  # requests in progress finish within the grace
         self.server.shutdown()  # no new associations from here on
+        if self.web is not None:
+            self.web.stop(deadline)  # HTTP requests in progress share the same grace
         if self.gate is not None:
             self.gate.close_all()  # connections still waiting for their request
         fast = self.fast_path

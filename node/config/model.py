@@ -10,6 +10,7 @@ any of these objects exist (:func:`node.config.load.parse_config`).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -295,12 +296,16 @@ class HttpConfig(Section):
 
 
 def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+    """An address, or a name all of whose addresses are loopback ones (as bound)."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
         return False
+    return bool(found) and all(ipaddress.ip_address(a[4][0]).is_loopback for a in found)
 
 
 class LoggingConfig(Section):

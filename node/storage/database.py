@@ -24,9 +24,10 @@ the primary key), and the MPPS, transfer and manifest bookkeeping read before th
   serialisation, across processes and hosts. READ COMMITTED (set, whatever the server's
   default): every statement after the lock sees what the previous holder committed; a
   REPEATABLE READ snapshot would be taken before the lock is granted. ``lock_timeout``
-  (30 s) matches SQLite's busy timeout. Durability is the server's (``synchronous_commit``
-  on, its default). Chosen over SERIALIZABLE with retries: no transaction of the node
-  has to be written to be re-run, and a C-STORE never fails on a serialisation conflict.
+  (30 s) matches SQLite's busy timeout. Durability: every session sets
+  ``synchronous_commit=on``, whatever the server's defaults. Chosen over SERIALIZABLE
+  with retries: no transaction of the node has to be written to be re-run, and a C-STORE
+  never fails on a serialisation conflict.
 
 Query keys per level (for C-FIND in the Q/R issue): patient (PatientID, PatientName),
 study (StudyInstanceUID, StudyDate, AccessionNumber, StudyID), series
@@ -249,11 +250,17 @@ def _server_engine(url: URL) -> Engine:
         raise StorageError(
             f"database {url.get_backend_name()} is not supported (SQLite or PostgreSQL)"
         )
+    # synchronous_commit=on: a commit returns only once its WAL is flushed, whatever the
+    # server, database or role default says; a C-STORE's Success depends on it. Options
+    # the URL names come first, so ours win where both set one.
+    given = url.query.get("options", "")
+    ours = f"-c lock_timeout={_LOCK_TIMEOUT_MS} -c synchronous_commit=on"
+    options = f"{given if isinstance(given, str) else ' '.join(given)} {ours}".strip()
     engine = create_engine(
-        url,
+        url.difference_update_query(["options"]),
         pool_pre_ping=True,
         isolation_level="READ COMMITTED",
-        connect_args={"options": f"-c lock_timeout={_LOCK_TIMEOUT_MS}"},
+        connect_args={"options": options},
     )
 
     @event.listens_for(engine, "begin")

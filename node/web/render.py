@@ -20,6 +20,8 @@ Malformed parameters raise :class:`BadParameter` (400).
 from __future__ import annotations
 
 import io
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +29,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space, pixel_array
 
 # PS3.18 Table 9.2-1 / 8.7.3-5: rendered media types the node can produce, Pillow's name.
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 DEFAULT_QUALITY = 90  # imageQuality when not given (1-100, JPEG only)
-MAX_OUTPUT_SIDE = 8192  # rows/columns beyond this are refused: memory, not a viewer's need
+MAX_OUTPUT_SIDE = 4096  # rows/columns beyond this are refused: memory, not a viewer's need
+# Renderings at once: each holds a decoded frame (about 20 bytes a pixel) in memory, in
+# the node's own process; more requests wait their turn.
+CONCURRENT_RENDERINGS = 2
+_rendering_slots = threading.BoundedSemaphore(CONCURRENT_RENDERINGS)
 
 
 class NotRenderable(Exception):
@@ -59,7 +65,9 @@ class Rendering:
 def _positive_int(name: str, text: str | None, limit: int | None = None) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isdigit() or int(text) < 1 or (limit is not None and int(text) > limit):
+    # ASCII digits only, and few of them: str.isdigit() takes superscripts, and int()
+    # refuses more than 4300 digits.
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) < 1 or (limit and int(text) > limit):
         bound = f" (1-{limit})" if limit else ""
         raise BadParameter(f"{name}: must be a positive integer{bound}")
     return int(text)
@@ -107,8 +115,22 @@ def parse_rendering(query: Any, media_type: str) -> Rendering:
 
 
 def render(path: Path, rendering: Rendering) -> bytes:
-    """The encoded image of one frame of the archived file at ``path``."""
-    ds = dcmread(path)
+    """The encoded image of one frame of the archived file at ``path``.
+
+    The node archives values as received, so anything in the file may be malformed: every
+    failure to read, decode, window or encode it is :class:`NotRenderable`, never a crash.
+    """
+    with _rendering_slots:
+        try:
+            return _render(path, rendering)
+        except (NotRenderable, BadParameter):
+            raise
+        except Exception as exc:
+            raise NotRenderable(f"the stored object cannot be rendered: {exc}") from None
+
+
+def _render(path: Path, rendering: Rendering) -> bytes:
+    ds = dcmread(path, defer_size=4096)  # large values (the pixels) stay on disk
     if "PixelData" not in ds:
         raise NotRenderable("the object has no pixel data (not an image)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -118,7 +140,8 @@ def render(path: Path, rendering: Rendering) -> bytes:
     if index >= frames:
         raise BadParameter(f"frameNumber: the image has {frames} frame(s)")
     try:
-        pixels = ds.pixel_array if frames == 1 else ds.pixel_array[index]
+        # One frame decoded, not the whole volume (pydicom reads that frame only).
+        pixels = pixel_array(path, index=index if frames > 1 else None)
     except Exception as exc:  # no decoder for the syntax, or data the decoder refuses
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(syntax, "name", str(syntax))

@@ -74,6 +74,11 @@ class HttpService:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            # The peer's own address goes into custody records: no X-Forwarded-For (every
+            # client is local, so uvicorn would trust any of them as a proxy).
+            proxy_headers=False,
+            # BCP 195 (PS3.15 B.9), as the DICOM TLS contexts; uvicorn's default allows CBC.
+            ssl_ciphers="ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20",
             timeout_graceful_shutdown=max(1, int(self.grace)),
             ssl_certfile=str(tls.certificate) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
@@ -99,16 +104,19 @@ class HttpService:
         while not server.started:  # uvicorn offers a flag, not an event, for readiness
             if not thread.is_alive() or time.monotonic() > deadline:
                 server.should_exit = True
+                thread.join(STARTUP_TIMEOUT)
                 sock.close()
                 raise ConfigError(None, [f"http: the service did not start on {self.url}"])
             time.sleep(0.005)
         self._server, self._thread = server, thread
         log.info("HTTP service listening on %s", self.url)
 
-    def stop(self) -> None:
-        """Stop accepting; requests in progress get the node's shutdown grace."""
+    def stop(self, deadline: float | None = None) -> None:
+        """Stop accepting; requests in progress may finish until ``deadline`` (monotonic),
+        by default the node's shutdown grace from now."""
         if self._server is None or self._thread is None:
             return
         self._server.should_exit = True
-        self._thread.join(self.grace + 5)
+        end = time.monotonic() + self.grace if deadline is None else deadline
+        self._thread.join(max(0.0, end - time.monotonic()) + 1.0)
         self._server = None

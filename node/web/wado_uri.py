@@ -125,7 +125,10 @@ class WadoUri:
             raise _Refusal(406, f"{media_type}: {exc}") from None
 
     def _record(self, request: Request, row: InstanceRow, media_type: str) -> None:
-        """The custody record of what is served: written before the first byte goes out."""
+        """The custody record of what is served: written before the first byte goes out.
+        A HEAD request gets the headers only, so no data leaves and nothing is recorded."""
+        if request.method == "HEAD":
+            return
         client = request.client
         try:
             self.archive.record(

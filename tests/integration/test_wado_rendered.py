@@ -7,13 +7,17 @@ a crop that does not happen fails.
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -25,7 +29,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from node.app import Node
 from node.config import NodeConfig
 from node.storage import audit
-from tests.helpers import SERIES_UID, STUDY_UID, ct_dataset
+from tests.helpers import SERIES_UID, STUDY_UID, ct_dataset, write_part10
+from tests.integration.scu import association, store_status
 
 SIZE = 64
 
@@ -189,3 +194,41 @@ def test_a_ct_from_the_test_helpers_renders_too(node: Node) -> None:
     assert ds.SOPClassUID == CTImageStorage
     send(node, ds)
     assert picture(get(node, ds)).shape == (64, 64)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1" * 5000, "\u0663"])
+def test_numbers_are_ascii_digits_of_sane_length(node: Node, value: str) -> None:
+    ds = halves()
+    send(node, ds)
+    answer = get(node, ds, rows=value)
+    assert answer.status_code == 400 and "rows" in answer.text
+
+
+@pytest.mark.parametrize(
+    ("keyword", "placeholder", "stored"),
+    [
+        ("WindowWidth", "7.25", "0   "),  # pydicom refuses a window narrower than 1
+        ("RescaleSlope", "7.25", "abc "),
+        ("NumberOfFrames", "77", "x "),
+    ],
+)
+def test_malformed_stored_values_are_not_acceptable_never_a_server_error(
+    node: Node, tmp_path: Path, keyword: str, placeholder: str, stored: str
+) -> None:
+    ds = halves(WindowCenter="40") if keyword == "WindowWidth" else halves()
+    setattr(ds, keyword, placeholder)
+    path = write_part10(ds, tmp_path / "odd.dcm")
+    tag = Tag(tag_for_keyword(keyword))
+    vr = dictionary_VR(tag).encode("ascii")
+    value = placeholder.encode("ascii")
+    value += b" " * (len(value) % 2)
+    header = struct.pack("<HH2sH", tag.group, tag.element, vr, len(value))
+    data = path.read_bytes()
+    assert data.count(header + value) == 1
+    # Archived exactly as received: the node stores what a sender wrote, odd values too.
+    path.write_bytes(data.replace(header + value, header + stored.encode("ascii")))
+    with association(node.port) as assoc:
+        assert store_status(assoc, path) == 0
+    answer = get(node, ds, contentType="image/png")
+    assert answer.status_code == 406, answer.text
+    assert get(node, ds, contentType="application/dicom").status_code == 200

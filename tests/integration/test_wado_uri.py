@@ -168,3 +168,52 @@ def test_reports_link_to_the_node_itself_unless_told_otherwise(
 
     config = parse_config(config_dict(tmp_path, http=http, reporting=reporting), tmp_path)
     assert config.wado_base_url == expected
+
+
+def test_custody_names_the_peer_not_what_a_header_claims(node_with_ct) -> None:  # type: ignore[no-untyped-def]
+    node, uid = node_with_ct
+    assert node.web is not None
+    query = {
+        "requestType": "WADO",
+        "studyUID": STUDY_UID,
+        "seriesUID": SERIES_UID,
+        "objectUID": uid,
+        "contentType": "application/dicom",
+    }
+    headers = {"X-Forwarded-For": "203.0.113.7"}
+    assert httpx.get(f"{node.web.url}/wado", params=query, headers=headers).status_code == 200
+    (served,) = [r for r in audit.records(node.archive.engine) if r.event == "wado-retrieved"]
+    assert served.details["client"].startswith("127.0.0.1:")
+
+
+def test_head_sends_no_data_and_records_nothing(node_with_ct) -> None:  # type: ignore[no-untyped-def]
+    node, uid = node_with_ct
+    assert node.web is not None
+    query = {
+        "requestType": "WADO",
+        "studyUID": STUDY_UID,
+        "seriesUID": SERIES_UID,
+        "objectUID": uid,
+        "contentType": "application/dicom",
+    }
+    answer = httpx.head(f"{node.web.url}/wado", params=query)
+    assert answer.status_code == 200 and answer.content == b""
+    assert "wado-retrieved" not in [r.event for r in audit.records(node.archive.engine)]
+
+
+@pytest.mark.parametrize(
+    ("host", "accepted"),
+    [("localhost", True), ("::1", True), ("127.0.0.2", True), ("no-such-host.invalid", False)],
+)
+def test_names_are_loopback_only_when_every_address_is(
+    tmp_path: Path, host: str, accepted: bool
+) -> None:
+    from node.config import parse_config
+    from node.errors import ConfigError
+
+    data = config_dict(tmp_path, http={"host": host, "port": 0})
+    if accepted:
+        assert parse_config(data, tmp_path).http.host == host
+    else:
+        with pytest.raises(ConfigError, match=r"http\.host: must be a loopback address"):
+            parse_config(data, tmp_path)

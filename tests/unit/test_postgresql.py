@@ -72,3 +72,19 @@ def test_a_transaction_waits_for_the_one_before_it(postgres_cluster: Cluster) ->
     assert [r.event for r in audit.records(engine)] == ["first", "second"]
     assert audit.verify_chain(engine).ok
     engine.dispose()
+
+
+def test_every_session_commits_synchronously_and_keeps_the_urls_options(
+    postgres_cluster: Cluster,
+) -> None:
+    """A C-STORE's Success needs its commit on disk: ``synchronous_commit`` is forced on,
+    even where the database's default is off; options named in the URL still apply."""
+    name = postgres_cluster.new_database()
+    with postgres_cluster.connect() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    url = postgres_cluster.url(name) + "&options=-c%20application_name%3Ddicom-node-test"
+    engine = open_database(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+        assert conn.exec_driver_sql("SHOW application_name").scalar() == "dicom-node-test"
+    engine.dispose()
