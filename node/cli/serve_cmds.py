@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import threading
 from types import FrameType
@@ -43,6 +44,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # `kill -USR1 <pid>` prints every thread's stack to stderr: a node that does not
+        # stop, or hangs, can be looked into without stopping it.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         node.start()
         # Readiness line for supervisors and tests: the port is known only now.
         print(f"ready {config.node.ae_title} port {node.port}", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -87,7 +88,18 @@ class NodeProcess:
 
     def terminate(self, timeout: float = 30) -> int:
         self.proc.terminate()
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Still running: ask it for every thread's stack (serve registers SIGUSR1 with
+            # faulthandler), then kill it, and fail with what it said.
+            self.proc.send_signal(signal.SIGUSR1)
+            with self._lines_changed:
+                self._lines_changed.wait(2)
+            self.kill()
+            self._stderr.join(5)
+            tail = "\n".join(self.stderr_lines[-200:])
+            raise AssertionError(f"serve did not stop within {timeout} s:\n{tail}") from None
         self._stderr.join(5)
         return code
 
