@@ -31,6 +31,16 @@ def node_with_ct(
     return node, str(ds.SOPInstanceUID)
 
 
+def dicom_query(uid: str) -> dict[str, str]:
+    return {
+        "requestType": "WADO",
+        "studyUID": STUDY_UID,
+        "seriesUID": SERIES_UID,
+        "objectUID": uid,
+        "contentType": "application/dicom",
+    }
+
+
 def wado(node: Node, **params: str) -> httpx.Response:
     assert node.web is not None
     query = {"requestType": "WADO", "studyUID": STUDY_UID, "seriesUID": SERIES_UID, **params}
@@ -173,13 +183,7 @@ def test_reports_link_to_the_node_itself_unless_told_otherwise(
 def test_custody_names_the_peer_not_what_a_header_claims(node_with_ct) -> None:  # type: ignore[no-untyped-def]
     node, uid = node_with_ct
     assert node.web is not None
-    query = {
-        "requestType": "WADO",
-        "studyUID": STUDY_UID,
-        "seriesUID": SERIES_UID,
-        "objectUID": uid,
-        "contentType": "application/dicom",
-    }
+    query = dicom_query(uid)
     headers = {"X-Forwarded-For": "203.0.113.7"}
     assert httpx.get(f"{node.web.url}/wado", params=query, headers=headers).status_code == 200
     (served,) = [r for r in audit.records(node.archive.engine) if r.event == "wado-retrieved"]
@@ -189,13 +193,7 @@ def test_custody_names_the_peer_not_what_a_header_claims(node_with_ct) -> None: 
 def test_head_sends_no_data_and_records_nothing(node_with_ct) -> None:  # type: ignore[no-untyped-def]
     node, uid = node_with_ct
     assert node.web is not None
-    query = {
-        "requestType": "WADO",
-        "studyUID": STUDY_UID,
-        "seriesUID": SERIES_UID,
-        "objectUID": uid,
-        "contentType": "application/dicom",
-    }
+    query = dicom_query(uid)
     answer = httpx.head(f"{node.web.url}/wado", params=query)
     assert answer.status_code == 200 and answer.content == b""
     assert "wado-retrieved" not in [r.event for r in audit.records(node.archive.engine)]
