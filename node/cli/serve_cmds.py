@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from node.cli.common import EXIT_FAILED, EXIT_OK, add_config_option, load
@@ -24,6 +22,10 @@ def register(sub: Any) -> None:
     echo.set_defaults(func=run_echo)
 
 
+# The signals that stop `serve`: gracefully, within node.shutdown_grace.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from node.app import build_node, configure_libraries, ensure_development_key
     from node.preflight import check_serve, hold_archive
@@ -37,13 +39,11 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         ensure_development_key(config)
         node = build_node(config)
-        stop = threading.Event()
-
-        def on_signal(_signum: int, _frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        # SIGTERM and SIGINT are blocked here, before any thread starts (threads inherit
+        # the mask), and taken by sigwait() in this thread alone. A Python handler that set
+        # an Event deadlocked when the signal landed while this thread was inside that
+        # Event's own wait() (the node then never stopped; seen once under load).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         # `kill -USR1 <pid>` prints every thread's stack to stderr: a node that does not
         # stop, or hangs, can be looked into without stopping it.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -52,7 +52,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"ready {config.node.ae_title} port {node.port}", flush=True)
         if node.web is not None:
             print(f"ready http {node.web.url}", flush=True)
-        stop.wait()
+        signal.sigwait(STOP_SIGNALS)
         node.stop()
     finally:
         lock.release()
