@@ -1,10 +1,10 @@
 """Store a received instance durably, index it and record its custody: one use case.
 
 Order of work (a Success is sent only after this returns, PS3.4 B.2.3): walk the data
-set's structure (:mod:`node.storage.structure`) and read its header; hash; write the Part
-10 file to a temporary name, fsync, move it to the final name without replacing, fsync the folder;
-then, in one database transaction, the index rows and the audit record. Only after that
-commit does the caller answer Success.
+set's structure (:mod:`node.storage.structure`) and read its header; hash; write the
+Part 10 file to a temporary name, fsync, move it to the final name without replacing,
+fsync the folder; then, in one database transaction, the index rows and the audit
+record. Only after that commit does the caller answer Success.
 
 One writer per final name: the writer owns the file (:class:`node.storage.files.HeldFile`)
 until its row is committed or the file removed; receivers of the same SOP Instance UID in
